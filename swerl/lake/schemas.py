@@ -1,0 +1,75 @@
+"""Column schemas of every dataset in the lake, defined once, one line of doc per column.
+
+A dataset registered here is validated on write: missing nullable columns are filled with nulls,
+missing required columns, unknown columns and uncastable types are errors that name the column.
+Datasets not registered here (a user's own tables, benchmarks) are written with the schema of the
+data they are given.
+
+The description of each column travels into the Parquet field metadata and the version's manifest,
+so `swerl datasets --schema NAME` and DuckDB's `DESCRIBE` users can find out what a column means.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+STRINGS = pa.list_(pa.string())
+
+
+def col(name: str, type_: pa.DataType, doc: str, *, required: bool = False) -> pa.Field:
+    """A column: its name, Arrow type, one-line description, and whether it may be null."""
+    return pa.field(name, type_, nullable=not required, metadata={"description": doc})
+
+
+TASKS = pa.schema(
+    [
+        col("instance_id", pa.string(), "unique task id, `owner__repo-N` for SWE-bench", required=True),
+        col("repo", pa.string(), "GitHub repository `owner/name`", required=True),
+        col("base_commit", pa.string(), "commit the agent starts from", required=True),
+        col("problem_statement", pa.string(), "the issue text shown to the agent", required=True),
+        col("patch", pa.string(), "gold patch (non-test files) as a unified git diff"),
+        col("test_patch", pa.string(), "patch adding/changing the tests that check the fix"),
+        col("hints_text", pa.string(), "issue comments before the fix (not shown by default)"),
+        col("created_at", pa.timestamp("us", tz="UTC"), "when the pull request was created"),
+        col("version", pa.string(), "repository version key used by SWE-bench's specs"),
+        col("FAIL_TO_PASS", STRINGS, "tests that must go from failing to passing"),
+        col("PASS_TO_PASS", STRINGS, "tests that must keep passing"),
+        col("FAIL_TO_FAIL", STRINGS, "tests failing before and after the gold patch (SWE-rebench)"),
+        col("PASS_TO_FAIL", STRINGS, "tests the gold patch breaks (SWE-rebench)"),
+        col("environment_setup_commit", pa.string(), "commit used to build the environment"),
+        col("install_config", pa.string(), "SWE-rebench install config as JSON (python, install, test_cmd, log_parser)"),
+        col("docker_image", pa.string(), "prebuilt image for the task (SWE-rebench `docker_image`)"),
+        col("image_name", pa.string(), "prebuilt image for the task (SWE-rebench/SWE-Gym `image_name`)"),
+        col("meta", pa.string(), "SWE-rebench metadata as JSON (llm_score, num_modified_files, ...)"),
+        col("requirements", pa.string(), "pinned requirements of the environment (SWE-rebench)"),
+        col("environment", pa.string(), "exported environment description (SWE-rebench)"),
+        col("license_name", pa.string(), "license of the repository (SWE-rebench)"),
+        col("repo_files", pa.string(), "self-contained tasks (toy-SWE): files at base_commit as a JSON object path -> text"),
+        col("extra", pa.string(), "every input field swerl does not know, as a JSON object"),
+        col("source", pa.string(), "where the row came from: `file:row` (row numbers start at 1)"),
+    ]
+)
+
+TASKS_REJECTED = pa.schema(
+    [
+        col("source", pa.string(), "where the row came from: `file:row`", required=True),
+        col("instance_id", pa.string(), "the row's instance_id, if it had a usable one"),
+        col("reasons", STRINGS, "every problem found in the row, one per entry", required=True),
+        col("row", pa.string(), "the raw row as JSON, so nothing is lost", required=True),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "tasks": TASKS,
+    "tasks_rejected": TASKS_REJECTED,
+}
+
+
+def describe(schema: pa.Schema) -> list[dict[str, str]]:
+    """The schema as `[{name, type, description}]`, the form stored in manifests."""
+    out = []
+    for field in schema:
+        meta = field.metadata or {}
+        doc = meta.get(b"description", b"").decode()
+        out.append({"name": field.name, "type": str(field.type), "description": doc})
+    return out
