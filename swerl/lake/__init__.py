@@ -40,7 +40,11 @@ def write(dataset: str, data: Any, *, root: str | Path | None = None, **kwargs: 
 
 
 def read(
-    dataset: str, version: str = "latest", *, columns: list[str] | None = None, root: str | Path | None = None
+    dataset: str,
+    version: str = "latest",
+    *,
+    columns: list[str] | None = None,
+    root: str | Path | None = None,
 ) -> pa.Table:
     """One version (default: latest) as an Arrow table; see `Lake.read`."""
     return Lake(root).read(dataset, version, columns=columns)

@@ -23,7 +23,12 @@ def col(name: str, type_: pa.DataType, doc: str, *, required: bool = False) -> p
 
 TASKS = pa.schema(
     [
-        col("instance_id", pa.string(), "unique task id, `owner__repo-N` for SWE-bench", required=True),
+        col(
+            "instance_id",
+            pa.string(),
+            "unique task id, `owner__repo-N` for SWE-bench",
+            required=True,
+        ),
         col("repo", pa.string(), "GitHub repository `owner/name`", required=True),
         col("base_commit", pa.string(), "commit the agent starts from", required=True),
         col("problem_statement", pa.string(), "the issue text shown to the agent", required=True),
@@ -37,14 +42,30 @@ TASKS = pa.schema(
         col("FAIL_TO_FAIL", STRINGS, "tests failing before and after the gold patch (SWE-rebench)"),
         col("PASS_TO_FAIL", STRINGS, "tests the gold patch breaks (SWE-rebench)"),
         col("environment_setup_commit", pa.string(), "commit used to build the environment"),
-        col("install_config", pa.string(), "SWE-rebench install config as JSON (python, install, test_cmd, log_parser)"),
-        col("docker_image", pa.string(), "prebuilt image for the task (SWE-rebench `docker_image`)"),
-        col("image_name", pa.string(), "prebuilt image for the task (SWE-rebench/SWE-Gym `image_name`)"),
-        col("meta", pa.string(), "SWE-rebench metadata as JSON (llm_score, num_modified_files, ...)"),
+        col(
+            "install_config",
+            pa.string(),
+            "SWE-rebench install config as JSON (python, install, test_cmd, log_parser)",
+        ),
+        col(
+            "docker_image", pa.string(), "prebuilt image for the task (SWE-rebench `docker_image`)"
+        ),
+        col(
+            "image_name",
+            pa.string(),
+            "prebuilt image for the task (SWE-rebench/SWE-Gym `image_name`)",
+        ),
+        col(
+            "meta", pa.string(), "SWE-rebench metadata as JSON (llm_score, num_modified_files, ...)"
+        ),
         col("requirements", pa.string(), "pinned requirements of the environment (SWE-rebench)"),
         col("environment", pa.string(), "exported environment description (SWE-rebench)"),
         col("license_name", pa.string(), "license of the repository (SWE-rebench)"),
-        col("repo_files", pa.string(), "self-contained tasks (toy-SWE): files at base_commit as a JSON object path -> text"),
+        col(
+            "repo_files",
+            pa.string(),
+            "self-contained tasks (toy-SWE): files at base_commit as a JSON object path -> text",
+        ),
         col("extra", pa.string(), "every input field swerl does not know, as a JSON object"),
         col("source", pa.string(), "where the row came from: `file:row` (row numbers start at 1)"),
     ]

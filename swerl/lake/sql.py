@@ -24,7 +24,9 @@ def _read_parquet(files: list[Path]) -> str:
     )
 
 
-def connect(root: str | Path | None = None, *, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+def connect(
+    root: str | Path | None = None, *, database: str = ":memory:"
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with views over every dataset of the lake at `root`."""
     lake = Lake(root)
     con = duckdb.connect(database)

@@ -166,7 +166,9 @@ class Lake:
         named = [v for v in versions if v.name == version]
         if named:
             return named[-1]
-        recent = ", ".join(f"{v.version}" + (f" ({v.name})" if v.name else "") for v in versions[-5:])
+        recent = ", ".join(
+            f"{v.version}" + (f" ({v.name})" if v.name else "") for v in versions[-5:]
+        )
         raise LakeError(
             f"dataset {dataset!r} has no version or name {version!r}; most recent: {recent}"
         )
@@ -213,12 +215,14 @@ class Lake:
         parameters: Mapping[str, Any] | None = None,
         inputs: Mapping[str, str] | None = None,
         name: str | None = None,
-        run: Mapping[str, Any] | None = None,
+        info: Mapping[str, Any] | None = None,
         schema: pa.Schema | None = None,
     ) -> Iterator[DatasetWriter]:
         """Stream rows into a new version; it is published when the block exits cleanly and
         discarded (nothing published) when it raises. Does not look for a matching fingerprint:
-        `write()` does, and stages call `find()` before doing their work."""
+        `write()` does, and stages call `find()` before doing their work. `info` is provenance
+        that does not change the output (flow run, host, companion versions): it goes into the
+        manifest but not into the fingerprint."""
         _check_dataset_name(dataset)
         if name is not None and not VERSION_NAME.match(name):
             raise LakeError(
@@ -235,7 +239,7 @@ class Lake:
             parameters=dict(parameters or {}),
             inputs=dict(inputs or {}),
             name=name,
-            run=dict(run or {}),
+            info=dict(info or {}),
         )
         try:
             yield w
@@ -247,27 +251,39 @@ class Lake:
     def write(
         self,
         dataset: str,
-        data: pa.Table | Iterable[pa.Table | pa.RecordBatch | list[dict[str, Any]]] | list[dict[str, Any]],
+        data: pa.Table
+        | Iterable[pa.Table | pa.RecordBatch | list[dict[str, Any]]]
+        | list[dict[str, Any]],
         *,
         stage: str,
         parameters: Mapping[str, Any] | None = None,
         inputs: Mapping[str, str] | None = None,
         name: str | None = None,
-        run: Mapping[str, Any] | None = None,
+        info: Mapping[str, Any] | None = None,
         schema: pa.Schema | None = None,
         force: bool = False,
     ) -> str:
         """Publish `data` as a new version of `dataset` and return its id; if a version with the
         same fingerprint exists (and not `force`), return that one and write nothing."""
         if not force:
-            fp = self.fingerprint(dataset, stage=stage, parameters=parameters, inputs=inputs, name=name)
+            fp = self.fingerprint(
+                dataset, stage=stage, parameters=parameters, inputs=inputs, name=name
+            )
             existing = self.find(dataset, fp)
             if existing is not None:
                 return existing.version
         with self.writer(
-            dataset, stage=stage, parameters=parameters, inputs=inputs, name=name, run=run, schema=schema
+            dataset,
+            stage=stage,
+            parameters=parameters,
+            inputs=inputs,
+            name=name,
+            info=info,
+            schema=schema,
         ) as w:
-            if isinstance(data, pa.Table) or (isinstance(data, list) and (not data or isinstance(data[0], dict))):
+            if isinstance(data, pa.Table) or (
+                isinstance(data, list) and (not data or isinstance(data[0], dict))
+            ):
                 w.write(data)
             else:
                 for chunk in data:
@@ -301,7 +317,7 @@ class DatasetWriter:
     parameters: dict[str, Any]
     inputs: dict[str, str]
     name: str | None
-    run: dict[str, Any]
+    info: dict[str, Any]
     version: str = field(default_factory=new_version_id)
     rows: int = 0
     _files: list[str] = field(default_factory=list)
@@ -387,7 +403,7 @@ class DatasetWriter:
             "fingerprint": fingerprint(
                 self.dataset, self.stage, self.parameters, self.inputs, code_version(), self.name
             ),
-            "run": self.run,
+            "info": self.info,
             "rows": self.rows,
             "files": self._files,
             "schema": describe(self.schema),
@@ -411,6 +427,13 @@ def _table_from_rows(rows: list[dict[str, Any]], schema: pa.Schema, dataset: str
     columns = {}
     for f in schema:
         values = [r.get(f.name) for r in rows]
+        if pa.types.is_list(f.type):  # pyarrow would split a string into a list of characters
+            for i, value in enumerate(values):
+                if value is not None and not isinstance(value, list | tuple):
+                    raise LakeError(
+                        f"dataset {dataset!r} column {f.name!r} ({f.type}): row {i} holds a "
+                        f"{type(value).__name__}, not a list"
+                    )
         try:
             columns[f.name] = pa.array(values, type=f.type)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as e:

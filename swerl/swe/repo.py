@@ -27,7 +27,12 @@ class RepoError(Exception):
 
 
 def git(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, **GIT_IDENTITY, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
+    env = {
+        **os.environ,
+        **GIT_IDENTITY,
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
     result = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RepoError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")

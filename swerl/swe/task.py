@@ -108,7 +108,9 @@ def _dump(value: Any) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True)
 
 
-def load_tasks(version: str = "latest", *, root: Any = None, ids: list[str] | None = None) -> list[Task]:
+def load_tasks(
+    version: str = "latest", *, root: Any = None, ids: list[str] | None = None
+) -> list[Task]:
     """Tasks of one `tasks` version (an id, a name such as `toy-swe`, or `latest`)."""
     from swerl.lake import Lake
 

@@ -1,0 +1,303 @@
+"""The `swerl` command: thin over the library, one sub-command per capability.
+
+    swerl tasks import FILE... --name NAME     task files -> a `tasks` version
+    swerl datasets [DATASET]                   what the lake holds
+    swerl sql "SELECT ..."                     DuckDB over every dataset
+    swerl demo                                 the demo pipeline on the bundled inputs
+
+`--data DIR` (or `$SWERL_DATA`) picks the lake root; default `data/`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from swerl.lake import Lake, LakeError, connect
+from swerl.swe.ingest import TaskImportError, import_tasks
+
+app = typer.Typer(
+    help="swerl: multi-turn RL for software-engineering agents. Versioned datasets in a Parquet "
+    "lake, queryable with DuckDB.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+tasks_app = typer.Typer(help="Import and inspect SWE task sets.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+
+console = Console()
+err = Console(stderr=True)
+STATE: dict[str, Path | None] = {"root": None}
+# Errors a user can fix get one clear line on stderr and exit code 1, never a traceback.
+USER_ERRORS = (LakeError, TaskImportError, duckdb.Error, OSError)
+
+
+def lake() -> Lake:
+    return Lake(STATE["root"])
+
+
+def fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@app.callback()
+def main(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", envvar="SWERL_DATA", help="Lake root directory (default: data/)."),
+    ] = None,
+) -> None:
+    STATE["root"] = data
+
+
+# ---- tasks ---------------------------------------------------------------------------------------
+
+
+@tasks_app.command("import")
+def tasks_import(
+    paths: Annotated[list[Path], typer.Argument(help="JSONL, JSON or Parquet files, or folders.")],
+    name: Annotated[
+        str | None, typer.Option(help="Name of the task set (select it later by this name).")
+    ] = None,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(help="Publish the good rows; record bad ones in `tasks_rejected`."),
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Write a new version even if one matches.")] = False,
+) -> None:
+    """Import SWE-bench / SWE-bench Verified / SWE-rebench / SWE-Gym task files."""
+    try:
+        result = import_tasks(
+            list(paths), name=name, skip_invalid=skip_invalid, force=force, lake=lake()
+        )
+    except USER_ERRORS as e:
+        fail(str(e))
+    label = f" ({name})" if name else ""
+    if result.reused:
+        console.print(
+            f"tasks version [bold]{result.version}[/]{label} already holds these files: "
+            f"{result.rows} tasks (reused; --force writes a new version)"
+        )
+    else:
+        console.print(
+            f"imported {result.rows} tasks -> tasks version [bold]{result.version}[/]{label}"
+        )
+    if result.rejected:
+        console.print(
+            f"[yellow]{result.rejected} invalid row(s)[/] -> tasks_rejected version "
+            f"[bold]{result.rejected_version}[/] "
+            f'(see: swerl sql "select source, reasons from tasks_rejected")'
+        )
+
+
+# ---- datasets and SQL ----------------------------------------------------------------------------
+
+
+@app.command()
+def datasets(
+    dataset: Annotated[str | None, typer.Argument(help="Show this dataset's versions.")] = None,
+    schema: Annotated[bool, typer.Option(help="Show the columns of the latest version.")] = False,
+) -> None:
+    """List datasets (versions, rows, stage, created), or one dataset's versions."""
+    try:
+        lk = lake()
+        if dataset is None:
+            table = Table("dataset", "versions", "latest", "name", "rows", "stage", "created (UTC)")
+            for name in lk.datasets():
+                vs = lk.versions(name)
+                v = vs[-1]
+                table.add_row(
+                    name,
+                    str(len(vs)),
+                    v.version,
+                    v.name or "",
+                    str(v.rows),
+                    v.manifest.get("stage", ""),
+                    _created(v.manifest),
+                )
+            if not table.rows:
+                console.print(f"the lake at {lk.root} holds no datasets yet")
+                return
+            console.print(table)
+            return
+        if schema:
+            table = Table("column", "type", "description")
+            for c in lk.manifest(dataset)["schema"]:
+                table.add_row(c["name"], c["type"], c["description"])
+            console.print(table)
+            return
+        table = Table("version", "name", "rows", "stage", "created (UTC)", "inputs")
+        lk.resolve(dataset)  # a clear error for a dataset without versions
+        for v in lk.versions(dataset):
+            inputs = ", ".join(f"{k}={val}" for k, val in v.manifest.get("inputs", {}).items())
+            table.add_row(
+                v.version,
+                v.name or "",
+                str(v.rows),
+                v.manifest.get("stage", ""),
+                _created(v.manifest),
+                inputs,
+            )
+        console.print(table)
+    except USER_ERRORS as e:
+        fail(str(e))
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="A DuckDB SQL query over the lake's views.")],
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        OutputFormat.table
+    ),
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+    max_rows: Annotated[int, typer.Option(help="Rows shown in table format.")] = 40,
+    max_width: Annotated[int, typer.Option(help="Characters shown per cell in table format.")] = 60,
+) -> None:
+    """Run SQL over every dataset: `<dataset>` is its latest version, `<dataset>_all` every
+    version (with a `version` column), `lake_versions` one row per published version.
+    JSON output is newline-delimited (one object per row)."""
+    if format is OutputFormat.parquet and output is None:
+        fail("--format parquet needs --output FILE")
+    if format is OutputFormat.table and output is not None:
+        fail("--output needs --format csv, json or parquet")
+    try:
+        con = connect(lake().root)
+        reader = con.sql(query)
+        if reader is None:  # a statement without a result (CREATE, SET, ...)
+            return
+        reader = reader.to_arrow_reader(10_000)
+        if format is OutputFormat.table:
+            _print_table(reader, max_rows, max_width)
+        else:
+            n = _write_rows(reader, format, output)
+            if output is not None:
+                err.print(f"wrote {n} rows to {output}")
+    except duckdb.CatalogException as e:
+        views = [
+            r[0]
+            for r in con.sql("select view_name from duckdb_views() where not internal").fetchall()
+        ]
+        fail(
+            f"{str(e).strip()}\nviews in the lake: {', '.join(views + ['lake_versions']) or 'none'}"
+        )
+    except USER_ERRORS as e:
+        fail(str(e).strip())
+
+
+def _print_table(reader: pa.RecordBatchReader, max_rows: int, max_width: int) -> None:
+    table = Table(*reader.schema.names, show_lines=False)
+    shown = total = 0
+    for batch in reader:
+        total += batch.num_rows
+        for row in batch.to_pylist():
+            if shown >= max_rows:
+                break
+            table.add_row(*(_cell(v, max_width) for v in row.values()))
+            shown += 1
+    console.print(table)
+    more = f"; showing {shown} (--max-rows, or --format csv)" if total > shown else ""
+    console.print(f"{total} row{'s' if total != 1 else ''}{more}", style="dim")
+
+
+def _cell(value: object, width: int) -> str:
+    if value is None:
+        text = "NULL"
+    elif isinstance(value, list | dict):
+        text = json.dumps(value, default=str)
+    else:
+        text = str(value)
+    text = text.replace("\n", "⏎")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _write_rows(reader: pa.RecordBatchReader, format: OutputFormat, output: Path | None) -> int:
+    n = 0
+    if format is OutputFormat.parquet:
+        with pq.ParquetWriter(output, reader.schema) as w:
+            for batch in reader:
+                w.write_batch(batch)
+                n += batch.num_rows
+        return n
+    sink = open(output, "wb") if output is not None else sys.stdout.buffer  # noqa: SIM115
+    try:
+        if format is OutputFormat.csv:
+            with pa_csv.CSVWriter(sink, reader.schema) as w:
+                for batch in reader:
+                    w.write_batch(batch)
+                    n += batch.num_rows
+        else:
+            for batch in reader:
+                for row in batch.to_pylist():
+                    sink.write(json.dumps(row, default=str).encode() + b"\n")
+                n += batch.num_rows
+    finally:
+        sink.flush()
+        if output is not None:
+            sink.close()
+    return n
+
+
+def _created(manifest: dict) -> str:
+    return str(manifest.get("created_at", ""))[:19].replace("T", " ")
+
+
+# ---- demo ----------------------------------------------------------------------------------------
+
+SAMPLE_TASKS = (
+    Path(__file__).resolve().parent.parent / "data" / "samples" / "swe-bench-lite-sample.jsonl"
+)
+
+
+@app.command()
+def demo(
+    tasks_file: Annotated[Path, typer.Option(help="Task file to import.")] = SAMPLE_TASKS,
+) -> None:
+    """The demo pipeline on the bundled inputs. For now: import the sample SWE-bench tasks and
+    show what the lake holds; later stages join as they are built."""
+    try:
+        lk = lake()
+        console.rule("[bold]swerl demo")
+        console.print(f"lake root: {lk.root.resolve()}")
+        result = import_tasks([tasks_file], name="sample", lake=lk)
+        verb = "reused" if result.reused else "imported"
+        console.print(f"1. import_tasks: {verb} {result.rows} tasks -> tasks {result.version}")
+        console.print()
+        datasets(dataset=None, schema=False)
+        con = connect(lk.root)
+        console.print(
+            'tasks per repository (swerl sql "select repo, count(*) n from tasks group by repo order by n desc"):'
+        )
+        rows = con.sql(
+            "select repo, count(*) n from tasks group by repo order by n desc"
+        ).fetchall()
+        table = Table("repo", "n")
+        for repo, n in rows:
+            table.add_row(repo, str(n))
+        console.print(table)
+    except USER_ERRORS as e:
+        fail(str(e))
+
+
+if __name__ == "__main__":
+    app()
