@@ -242,10 +242,17 @@ def _write_rows(reader: pa.RecordBatchReader, format: OutputFormat, output: Path
     sink = open(output, "wb") if output is not None else sys.stdout.buffer  # noqa: SIM115
     try:
         if format is OutputFormat.csv:
-            with pa_csv.CSVWriter(sink, reader.schema) as w:
-                for batch in reader:
-                    w.write_batch(batch)
-                    n += batch.num_rows
+            writer = None
+            for batch in reader:
+                batch = _flatten_for_csv(batch)
+                writer = writer or pa_csv.CSVWriter(sink, batch.schema)
+                writer.write_batch(batch)
+                n += batch.num_rows
+            if writer is None:  # no rows: still write the header
+                writer = pa_csv.CSVWriter(
+                    sink, _flatten_for_csv(reader.schema.empty_table()).schema
+                )
+            writer.close()
         else:
             for batch in reader:
                 for row in batch.to_pylist():
@@ -256,6 +263,21 @@ def _write_rows(reader: pa.RecordBatchReader, format: OutputFormat, output: Path
         if output is not None:
             sink.close()
     return n
+
+
+def _flatten_for_csv(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+    """CSV has no lists or structs: nested columns become JSON text."""
+    for i, f in enumerate(batch.schema):
+        if pa.types.is_nested(f.type):
+            text = pa.array(
+                [
+                    None if v is None else json.dumps(v, default=str)
+                    for v in batch.column(i).to_pylist()
+                ],
+                pa.string(),
+            )
+            batch = batch.set_column(i, f.name, text)
+    return batch
 
 
 def _created(manifest: dict) -> str:
