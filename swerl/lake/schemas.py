@@ -80,9 +80,46 @@ TASKS_REJECTED = pa.schema(
     ]
 )
 
+TASK_RUNS = pa.schema(
+    [
+        col("instance_id", pa.string(), "the task validated", required=True),
+        col(
+            "patch_kind",
+            pa.string(),
+            "`gold` (the gold patch) or `empty` (no patch)",
+            required=True,
+        ),
+        col("run", pa.int32(), "repetition number, 0-based", required=True),
+        col(
+            "outcome",
+            pa.string(),
+            "grading outcome: resolved, unresolved, patch_failed, timeout, ...",
+        ),
+        col("resolved", pa.bool_(), "whether the run resolved the task by the SWE-bench rule"),
+        col("tests_status", pa.string(), "per-test status in the official report shape, as JSON"),
+        col("import_error", pa.bool_(), "the test output shows ImportError/AttributeError"),
+        col("duration_s", pa.float64(), "wall time of the run, seconds"),
+        col("backend", pa.string(), "sandbox backend: docker or local"),
+        col("detail", pa.string(), "error detail or the tail of the test log"),
+    ]
+)
+
+TASK_POOL = pa.schema(
+    [
+        col("instance_id", pa.string(), "the task", required=True),
+        col("repo", pa.string(), "its repository"),
+        col("kept", pa.bool_(), "whether the task is in the pool", required=True),
+        col(
+            "reasons", STRINGS, "every reason the task was dropped (empty when kept)", required=True
+        ),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "tasks": TASKS,
     "tasks_rejected": TASKS_REJECTED,
+    "task_runs": TASK_RUNS,
+    "task_pool": TASK_POOL,
 }
 
 
