@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from swerl.lake import Lake, LakeError, connect
+from swerl.models.tiny import TinySpec, build_tiny_model
 from swerl.swe.ingest import TaskImportError, import_tasks
 
 app = typer.Typer(
@@ -35,6 +36,8 @@ app = typer.Typer(
 )
 tasks_app = typer.Typer(help="Import and inspect SWE task sets.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
+models_app = typer.Typer(help="Build and inspect model directories.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 console = Console()
 err = Console(stderr=True)
@@ -100,6 +103,38 @@ def tasks_import(
             f"[bold]{result.rejected_version}[/] "
             f'(see: swerl sql "select source, reasons from tasks_rejected")'
         )
+
+
+# ---- models --------------------------------------------------------------------------------------
+
+
+@models_app.command("tiny")
+def models_tiny(
+    out: Annotated[Path, typer.Option(help="New directory for the model.")],
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = TinySpec.vocab_size,
+    hidden_size: Annotated[int, typer.Option(help="Residual width.")] = TinySpec.hidden_size,
+    layers: Annotated[int, typer.Option(help="Transformer blocks.")] = TinySpec.layers,
+    heads: Annotated[int, typer.Option(help="Attention heads.")] = TinySpec.heads,
+    kv_heads: Annotated[int, typer.Option(help="Key/value heads.")] = TinySpec.kv_heads,
+    intermediate_size: Annotated[int, typer.Option(help="MLP width.")] = TinySpec.intermediate_size,
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = TinySpec.seed,
+) -> None:
+    """Build a tiny Qwen2-architecture model and a locally trained byte-level BPE tokenizer with
+    a ChatML template, in seconds, with no downloads."""
+    try:
+        spec = TinySpec(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            layers=layers,
+            heads=heads,
+            kv_heads=kv_heads,
+            intermediate_size=intermediate_size,
+            seed=seed,
+        )
+        path = build_tiny_model(out, spec)
+    except (ValueError, FileExistsError) as e:
+        fail(str(e))
+    console.print(f"tiny model written to [bold]{path}[/]")
 
 
 # ---- datasets and SQL ----------------------------------------------------------------------------
