@@ -1,0 +1,131 @@
+"""`hf` generator: transformers models on CPU or GPU, batched, with exact sampler log-probs.
+
+Our own sampling loop over the model's forward pass (left padding, explicit position ids, a KV
+cache) instead of `model.generate`: `generate` applies the model's `generation_config` (top_k=50
+and friends) unless every knob is overridden, which is exactly the silent sampling change the
+paper's lesson 2 warns about. Here only `SamplingParams` decides how a token is drawn, and the
+log-prob returned for a token is taken from the same distribution it was drawn from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from swerl.inference.base import Completion, SamplingParams
+
+
+class HFGenerator:
+    """Generates with a transformers causal LM. Not thread-safe: wrap it in a
+    `BatchingGenerator` to serve concurrent episodes."""
+
+    name = "hf"
+    has_logprobs = True
+
+    def __init__(
+        self,
+        model: str | Path | PreTrainedModel,
+        *,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+        pad_token_id: int | None = None,
+    ):
+        if isinstance(model, str | Path):
+            path = Path(model)
+            if not (path / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"{path} is not a Hugging Face model directory (no config.json)"
+                )
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.pad_token_id = (
+            pad_token_id if pad_token_id is not None else (model.config.pad_token_id or 0)
+        )
+        self.rng = torch.Generator(device=self.device).manual_seed(seed)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Completion]:
+        if len(prompts) != len(params):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling settings")
+        if not prompts:
+            return []
+        if any(not p for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        batch = len(prompts)
+        width = max(map(len, prompts))
+        ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((batch, width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding: every row's next token is at the end
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache, logits = out.cache, out.logits[:, -1, :].float()
+        next_pos = positions[:, -1] + 1
+
+        tokens: list[list[int]] = [[] for _ in range(batch)]
+        logprobs: list[list[float]] = [[] for _ in range(batch)]
+        finish: list[str | None] = [None] * batch
+        history = [list(p) for p in prompts]
+        for _ in range(max(p.max_tokens for p in params)):
+            chosen = torch.full((batch,), self.pad_token_id, dtype=torch.long)
+            for i in range(batch):
+                if finish[i] is not None:
+                    continue
+                dist = _distribution(logits[i], params[i], history[i])
+                token = int(torch.multinomial(dist.exp(), 1, generator=self.rng))
+                chosen[i] = token
+                tokens[i].append(token)
+                logprobs[i].append(float(dist[token]))
+                history[i].append(token)
+                if token in params[i].stop_token_ids:
+                    finish[i] = "stop"
+                elif len(tokens[i]) >= params[i].max_tokens:
+                    finish[i] = "length"
+            if all(f is not None for f in finish):
+                break
+            mask = torch.cat(
+                [mask, torch.ones((batch, 1), dtype=mask.dtype, device=self.device)], 1
+            )
+            out = self.model(
+                input_ids=chosen[:, None].to(self.device),
+                attention_mask=mask,
+                position_ids=next_pos[:, None],
+                cache=cache,
+                use_cache=True,
+            )
+            cache, logits = out.cache, out.logits[:, -1, :].float()
+            next_pos = next_pos + 1
+        return [Completion(tokens[i], logprobs[i], finish[i] or "length") for i in range(batch)]
+
+
+def _distribution(logits: torch.Tensor, p: SamplingParams, history: list[int]) -> torch.Tensor:
+    """Log-probabilities of the distribution `p` samples from, given raw next-token logits."""
+    if p.repetition_penalty != 1.0:
+        seen = torch.tensor(sorted(set(history)), dtype=torch.long, device=logits.device)
+        values = logits[seen]
+        logits = logits.clone()
+        logits[seen] = torch.where(
+            values > 0, values / p.repetition_penalty, values * p.repetition_penalty
+        )
+    logp = torch.log_softmax(logits / p.temperature, dim=-1)
+    keep = torch.ones_like(logp, dtype=torch.bool)
+    if p.top_k:
+        kth = torch.topk(logp, min(p.top_k, logp.numel())).values[-1]
+        keep &= logp >= kth
+    if p.min_p:
+        keep &= logp >= logp.max() + torch.log(torch.tensor(p.min_p))
+    if p.top_p < 1.0:
+        sorted_lp, order = torch.sort(logp, descending=True)
+        before = torch.cumsum(sorted_lp.exp(), 0) - sorted_lp.exp()  # mass before each token
+        nucleus = torch.zeros_like(keep)
+        nucleus[order] = before < p.top_p
+        keep &= nucleus
+    if keep.all():
+        return logp
+    return torch.log_softmax(logp.masked_fill(~keep, float("-inf")), dim=-1)
