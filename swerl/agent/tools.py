@@ -31,6 +31,7 @@ class Sandbox(Protocol):
     def run(self, command: str, timeout: float | None = None) -> RunResult: ...
     def read_file(self, path: str) -> str: ...
     def write_file(self, path: str, text: str) -> None: ...
+    def diff(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class Tools:
                 text += "\n"
             obs.text = text + self.prompt_line()
         return obs
+
+    def execute_error(self, message: str) -> Observation:
+        """The observation for a command that could not be parsed."""
+        return Observation(message + "\n" + self.prompt_line(), tool_error=True)
 
     def truncate(self, text: str) -> str:
         limit = self.config.max_observation_chars

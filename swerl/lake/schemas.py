@@ -115,11 +115,97 @@ TASK_POOL = pa.schema(
     ]
 )
 
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+TRAJECTORIES = pa.schema(
+    [
+        col(
+            "trajectory_id",
+            pa.string(),
+            "unique id: `<stage>/<iteration>/<instance_id>/<sample>`",
+            required=True,
+        ),
+        col("instance_id", pa.string(), "the task", required=True),
+        col("repo", pa.string(), "the task's repository"),
+        col("stage", pa.string(), "rft, dapo or eval", required=True),
+        col("iteration", pa.int32(), "DAPO iteration (0 for rft and eval)"),
+        col("group_id", pa.string(), "rollouts of one task in one iteration share a group"),
+        col("sample", pa.int32(), "index of the rollout within its group"),
+        col("policy_version", pa.string(), "`models` version (or model path) that generated it"),
+        col("generator", pa.string(), "backend: hf, vllm, vllm-server, openai-chat, replay"),
+        col(
+            "token_ids",
+            pa.list_(pa.int32()),
+            "the whole episode as token ids: prompt, sampled turns, observation deltas",
+        ),
+        col("loss_mask", pa.list_(pa.int8()), "1 on sampled tokens, 0 on prompt and observations"),
+        col(
+            "sampler_logprobs",
+            pa.list_(pa.float32()),
+            "the sampler's log-prob of each token (0 where loss_mask is 0)",
+        ),
+        col("messages", MESSAGES, "the conversation as chat messages (decoded from the tokens)"),
+        col("patch", pa.string(), "final `git diff` of the repository against base_commit"),
+        col("submitted", pa.bool_(), "the agent ended the episode with `submit`"),
+        col("resolved", pa.bool_(), "the patch resolves the task (SWE-bench rule)"),
+        col(
+            "grade_outcome",
+            pa.string(),
+            "resolved, unresolved, patch_failed, timeout, image_missing, not_graded, ...",
+        ),
+        col("tests_status", pa.string(), "per-test status in the official report shape, as JSON"),
+        col("reward", pa.float64(), "final reward: resolved (0/1) + turn penalty"),
+        col("turn_penalty", pa.float64(), "the turn-count part of the reward (<= 0)"),
+        col("turns", pa.int32(), "assistant turns taken"),
+        col(
+            "termination",
+            pa.string(),
+            "submitted, max_turns, context_limit, generation_error, sandbox_error",
+        ),
+        col("format_errors", pa.int32(), "turns without exactly one command block"),
+        col("tool_errors", pa.int32(), "turns whose tool call was malformed or misused"),
+        col(
+            "fidelity_mismatches",
+            pa.int32(),
+            "tokens differing from a full re-rendering (0 expected)",
+        ),
+        col("prompt_tokens", pa.int32(), "tokens of the first prompt"),
+        col("completion_tokens", pa.int32(), "sampled tokens over all turns"),
+        col("total_tokens", pa.int32(), "length of token_ids"),
+        col("generation_s", pa.float64(), "seconds waiting for the generator"),
+        col("tool_s", pa.float64(), "seconds in sandbox calls"),
+        col("grading_s", pa.float64(), "seconds grading the patch"),
+        col("total_s", pa.float64(), "wall time of the episode, grading included"),
+        col("sampling", pa.string(), "effective sampling settings, as JSON"),
+        col("config", pa.string(), "episode config (limits, tools), as JSON"),
+        col("error", pa.string(), "what went wrong, for generation/sandbox errors"),
+    ]
+)
+
+TURNS = pa.schema(
+    [
+        col("trajectory_id", pa.string(), "the episode", required=True),
+        col("instance_id", pa.string(), "the task"),
+        col("turn", pa.int32(), "0-based turn index", required=True),
+        col("command", pa.string(), "the command the turn ran (null on a format error)"),
+        col("observation", pa.string(), "what the environment answered (truncated for storage)"),
+        col("format_error", pa.bool_(), "no or several command blocks"),
+        col("tool_error", pa.bool_(), "a tool used wrongly"),
+        col("timed_out", pa.bool_(), "the command hit its timeout"),
+        col("completion_tokens", pa.int32(), "tokens sampled this turn"),
+        col("observation_tokens", pa.int32(), "tokens the observation took"),
+        col("generation_s", pa.float64(), "seconds generating"),
+        col("tool_s", pa.float64(), "seconds executing"),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "tasks": TASKS,
     "tasks_rejected": TASKS_REJECTED,
     "task_runs": TASK_RUNS,
     "task_pool": TASK_POOL,
+    "trajectories": TRAJECTORIES,
+    "turns": TURNS,
 }
 
 
