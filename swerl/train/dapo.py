@@ -34,16 +34,17 @@ from torch import Tensor
 
 def group_advantages(
     rewards: Tensor | Sequence[float],
-    group_ids: Sequence[Hashable],
+    group_ids: Sequence[Hashable] | Tensor,
     scale_by_std: bool = True,
     eps: float = 1e-6,
     tol: float = 1e-6,
 ) -> Tensor:
     """Group-normalised advantages A_i = (R_i - mean_g) / (std_g + eps), float64, shape [n].
 
-    `group_ids[i]` names trajectory i's group (any hashable: a task id string, an int). std_g is
-    the sample std (n - 1 in the denominator, see the module docstring). `scale_by_std=False`
-    returns R_i - mean_g. Groups whose rewards span at most `tol` (max - min) get A = 0 exactly.
+    `group_ids[i]` names trajectory i's group (any hashable, e.g. a task id string; or an integer
+    tensor). std_g is the sample std (n - 1 in the denominator, see the module docstring).
+    `scale_by_std=False` returns R_i - mean_g. Groups whose rewards span at most `tol`
+    (max - min) get A = 0 exactly, and so does a group of one sample.
     """
     r = torch.as_tensor(rewards, dtype=torch.float64).detach().cpu()
     if r.ndim != 1:
@@ -52,6 +53,8 @@ def group_advantages(
         raise ValueError(f"{r.numel()} rewards but {len(group_ids)} group ids")
     if not torch.isfinite(r).all():
         raise ValueError(f"rewards must be finite, got {r.tolist()}")
+    if isinstance(group_ids, Tensor):  # tensor elements hash by identity, their values do not
+        group_ids = group_ids.tolist()
     index: dict[Hashable, int] = {}
     g = torch.tensor([index.setdefault(gid, len(index)) for gid in group_ids], dtype=torch.long)
     n_groups = len(index)

@@ -48,6 +48,13 @@ def test_equal_rewards_with_float_noise_are_dropped():
         assert nonzero_advantage_mask(adv).tolist() == [False, False, False, True, True]
 
 
+def test_group_ids_may_be_ints_or_a_tensor():
+    by_name = group_advantages(REWARDS, IDS)
+    codes = [ord(name) for name in IDS]
+    torch.testing.assert_close(group_advantages(REWARDS, codes), by_name)
+    torch.testing.assert_close(group_advantages(REWARDS, torch.tensor(codes)), by_name)
+
+
 def test_single_sample_group_has_no_advantage():
     adv = group_advantages([1.0, 0.0, 1.0], ["x", "y", "y"])
     assert adv[0].item() == 0.0
