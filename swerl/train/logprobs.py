@@ -1,15 +1,16 @@
 """Per-token log-probs (and entropy) through the LM head, in chunks of tokens, so that the
 [tokens x vocab] float32 logits of a long sequence never exist at once.
 
-    logp = token_logprobs(hidden, model.lm_head.weight, targets)         # hidden [B, T, H] or [N, H]
-    logp = sequence_logprobs(model, input_ids, attention_mask)           # a HF causal LM, [B, T]
+    logp = token_logprobs(hidden, model.lm_head.weight, targets)   # hidden [B, T, H] or [N, H]
+    logp = sequence_logprobs(model, input_ids, attention_mask)     # a HF causal LM, [B, T]
 
 How: `_ChunkedTokenLogprobs` (a torch.autograd.Function) computes each chunk's logits, reduces
 them to one log-prob (and one entropy) per token, and keeps only the inputs and a per-token
 log-sum-exp. Backward recomputes each chunk's logits and turns them into the gradients for the
 hidden states and the head weight. Peak extra memory is O(chunk_size x vocab) instead of
 O(tokens x vocab), for one extra head matmul in backward. A 65k-token trajectory with Qwen2.5's
-152k vocabulary has 40 GB of float32 logits; in chunks of 1,024 tokens the peak is about 0.6 GB.
+152k vocabulary has 40 GB of float32 logits; a chunk of 1,024 tokens has 0.6 GB, and at most a
+few chunk-sized buffers live at once (benchmarks/logprob_memory.py measures it).
 
 Numerics follow Hugging Face's path: the head matmul runs in the inputs' dtype, the softmax in
 float32. Not covered: heads with a bias, logit soft-capping or logit scaling (Gemma, Cohere):
@@ -107,9 +108,10 @@ def token_logprobs(
     """log softmax(hidden @ W^T / temperature)[target] per token, in chunks of tokens.
 
     hidden [B, T, H] with targets [B, T], or [N, H] with [N]; lm_head_weight [V, H]. Returns
-    log-probs shaped like `targets` (float32; float64 for float64 inputs), and with `return_entropy` also the entropy of each token's
-    distribution (same shape). Differentiable w.r.t. hidden and the weight; equal to the
-    full-logits `log_softmax(...).gather(...)` to float rounding.
+    log-probs shaped like `targets` (float32; float64 for float64 inputs), and with
+    `return_entropy` also the entropy of each token's distribution (same shape). Differentiable
+    w.r.t. hidden and the weight; equal to the full-logits `log_softmax(...).gather(...)` to
+    float rounding.
     """
     if hidden.shape[:-1] != targets.shape:
         raise ValueError(
@@ -151,8 +153,8 @@ def sequence_logprobs(
     Runs the decoder (`model.get_decoder()`) for hidden states and applies the chunked head
     (`model.get_output_embeddings()`), so the full logits never exist. Batches must be
     right-padded (position ids are not derived from `attention_mask`); padded positions hold
-    meaningless values for the caller to mask. Under FSDP, call it inside the wrapped module's
-    forward context: the head weight read here must be the unsharded parameter.
+    meaningless values for the caller to mask. Not tried under FSDP / ZeRO-3: there the head
+    weight is sharded outside the wrapped model's forward and must be gathered before this call.
     """
     head = model.get_output_embeddings()
     if head.bias is not None:
