@@ -33,10 +33,13 @@ def connect(
     rows = []
     for dataset in lake.datasets():
         versions = lake.versions(dataset)
+        rows += [_version_row(v) for v in versions]
+        versions = [v for v in versions if v.kind == "table"]  # directories have no rows
+        if not versions:
+            continue
         con.execute(f'CREATE VIEW "{dataset}" AS SELECT * FROM {_read_parquet(versions[-1].files)}')
         all_files = [f for v in versions for f in v.files]
         con.execute(f'CREATE VIEW "{dataset}_all" AS SELECT * FROM {_read_parquet(all_files)}')
-        rows += [_version_row(v) for v in versions]
     con.execute(
         "CREATE TABLE lake_versions (dataset VARCHAR, version VARCHAR, name VARCHAR, stage VARCHAR, "
         "created_at TIMESTAMPTZ, rows BIGINT, inputs JSON, parameters JSON, code_version VARCHAR, "

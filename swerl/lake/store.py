@@ -102,6 +102,11 @@ class Version:
         return int(self.manifest["rows"])
 
     @property
+    def kind(self) -> str:
+        """`table` (Parquet parts) or `directory` (a model checkpoint)."""
+        return self.manifest.get("kind", "table")
+
+    @property
     def files(self) -> list[Path]:
         return [self.path / f for f in self.manifest["files"]]
 
@@ -181,6 +186,8 @@ class Lake:
     ) -> pa.Table:
         """One version as an Arrow table (without the `version` partition column)."""
         v = self.resolve(dataset, version)
+        if v.kind != "table":
+            raise LakeError(f"{dataset} version {v.version} is a directory ({v.path}), not a table")
         tables = [pq.read_table(f, columns=columns) for f in v.files]
         if not tables:
             return pa.schema([]).empty_table()
@@ -240,6 +247,30 @@ class Lake:
             inputs=dict(inputs or {}),
             name=name,
             info=dict(info or {}),
+        )
+        try:
+            yield w
+        except BaseException:
+            w.abort()
+            raise
+        w.publish()
+
+    @contextlib.contextmanager
+    def directory(
+        self,
+        dataset: str,
+        *,
+        stage: str,
+        parameters: Mapping[str, Any] | None = None,
+        inputs: Mapping[str, str] | None = None,
+        name: str | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> Iterator[DirectoryWriter]:
+        """A new version that is a directory of files (a model checkpoint in Hugging Face format):
+        write into `w.path`; published atomically on a clean exit, discarded on an exception."""
+        _check_dataset_name(dataset)
+        w = DirectoryWriter(
+            self, dataset, stage, dict(parameters or {}), dict(inputs or {}), name, dict(info or {})
         )
         try:
             yield w
@@ -390,34 +421,85 @@ class DatasetWriter:
             self._files.append("part-00000.parquet")
             pq.write_table(self.schema.empty_table(), self.staging / self._files[0])
         self._close_file()
-        manifest = {
-            "dataset": self.dataset,
-            "version": self.version,
-            "name": self.name,
-            "created_at": datetime.now(UTC).isoformat(),
-            "stage": self.stage,
-            "parameters": self.parameters,
-            "inputs": self.inputs,
-            "code_version": code_version(),
-            "git_commit": git_commit(),
-            "fingerprint": fingerprint(
-                self.dataset, self.stage, self.parameters, self.inputs, code_version(), self.name
+        _publish(
+            self.lake,
+            self.dataset,
+            self.version,
+            self.staging,
+            _manifest(
+                self, kind="table", rows=self.rows, files=self._files, schema=describe(self.schema)
             ),
-            "info": self.info,
-            "rows": self.rows,
-            "files": self._files,
-            "schema": describe(self.schema),
-        }
-        (self.staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-        target = self.lake.root / self.dataset / f"version={self.version}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(self.staging, target)  # atomic; fails rather than overwrite an existing version
+        )
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             self._close_file()
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
+
+
+@dataclass
+class DirectoryWriter:
+    """A new directory version (a model checkpoint): fill `path`, it is published whole on exit.
+    Made by `Lake.directory`."""
+
+    lake: Lake
+    dataset: str
+    stage: str
+    parameters: dict[str, Any]
+    inputs: dict[str, str]
+    name: str | None
+    info: dict[str, Any]
+    version: str = field(default_factory=new_version_id)
+    path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        host = socket.gethostname().replace(".", "-")
+        tag = f"{self.dataset}.{self.version}.{host}.{os.getpid()}"
+        self.path = self.lake.root / STAGING / tag
+        self.path.mkdir(parents=True)
+
+    def publish(self) -> None:
+        files = sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*") if p.is_file())
+        if not files:
+            raise LakeError(f"nothing was written into the new {self.dataset!r} directory version")
+        _publish(
+            self.lake,
+            self.dataset,
+            self.version,
+            self.path,
+            _manifest(self, kind="directory", rows=0, files=files, schema=[]),
+        )
+
+    def abort(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _manifest(w: DatasetWriter | DirectoryWriter, **fields: Any) -> dict[str, Any]:
+    return {
+        "dataset": w.dataset,
+        "version": w.version,
+        "name": w.name,
+        "created_at": datetime.now(UTC).isoformat(),
+        "stage": w.stage,
+        "parameters": w.parameters,
+        "inputs": w.inputs,
+        "code_version": code_version(),
+        "git_commit": git_commit(),
+        "fingerprint": fingerprint(
+            w.dataset, w.stage, w.parameters, w.inputs, code_version(), w.name
+        ),
+        "info": w.info,
+        **fields,
+    }
+
+
+def _publish(lake: Lake, dataset: str, version: str, staging: Path, manifest: dict) -> None:
+    """Manifest last, then one atomic rename into the dataset folder."""
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    target = lake.root / dataset / f"version={version}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(staging, target)  # atomic; fails rather than overwrite an existing version
 
 
 def _table_from_rows(rows: list[dict[str, Any]], schema: pa.Schema, dataset: str) -> pa.Table:

@@ -186,3 +186,27 @@ def test_clean_staging_removes_dead_writers_leftovers(tmp_path):
     assert lake.clean_staging() == 1
     assert not dead.exists()
     assert json.loads(json.dumps(lake.datasets())) == []
+
+
+def test_directory_versions_publish_whole_or_not_at_all(tmp_path):
+    lake = Lake(tmp_path)
+    with lake.directory("models", stage="train_rft", parameters={"lr": 5e-6}, name="rft") as w:
+        (w.path / "config.json").write_text("{}")
+        (w.path / "sub").mkdir()
+        (w.path / "sub" / "weights.bin").write_bytes(b"\0" * 10)
+        assert lake.versions("models") == []  # nothing visible before the block ends
+    v = lake.resolve("models", "rft")
+    assert v.kind == "directory" and v.manifest["files"] == ["config.json", "sub/weights.bin"]
+    assert (v.path / "sub" / "weights.bin").read_bytes() == b"\0" * 10
+    with pytest.raises(LakeError, match="is a directory"):
+        lake.read("models")
+    with pytest.raises(RuntimeError), lake.directory("models", stage="train_rft") as w:
+        (w.path / "config.json").write_text("{}")
+        raise RuntimeError("training crashed")
+    assert len(lake.versions("models")) == 1
+    lake.write("tasks", [task(1)], stage="s")
+    con = connect(tmp_path)  # directory datasets have no view, but are listed
+    assert con.sql("select dataset, name from lake_versions order by dataset").fetchall() == [
+        ("models", "rft"),
+        ("tasks", None),
+    ]
