@@ -1,0 +1,1 @@
+"""Evaluation: pass@k, Pass@1 with its standard error, reports."""
