@@ -93,7 +93,7 @@ def test_server_client(model_dir, tmp_path):
             "0.3",
             "--enforce-eager",
         ],
-        stdout=open(tmp_path / "server.log", "w"),
+        stdout=open(tmp_path / "server.log", "w"),  # noqa: SIM115 (lives as long as the server)
         stderr=subprocess.STDOUT,
     )
     try:
