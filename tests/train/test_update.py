@@ -1,0 +1,267 @@
+"""The DAPO update round on a tiny model: learning direction, every parameter moves, optimizer state
+carried over, re-runs reuse the version, bad input stops with a message and publishes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from swerl.lake import Lake
+from swerl.models.tiny import TinySpec, build_tiny_model
+from swerl.train.checkpoint import CheckpointError, tokenizer_fingerprint
+from swerl.train.logprobs import sequence_logprobs
+from swerl.train.update import UpdateConfig, UpdateError, update_policy
+
+CORPUS = [
+    "def add(a, b):\n    return a + b\n",
+    "Fix the failing test in utils.py by editing the function.\n",
+    "```bash\ncat utils.py\n```\n```bash\nsubmit\n```\n",
+    "THOUGHT: I will look at the file first, then patch it.\n",
+] * 20
+SPEC = TinySpec(
+    vocab_size=400,
+    hidden_size=32,
+    layers=2,
+    heads=4,
+    kv_heads=2,
+    intermediate_size=64,
+    max_positions=512,
+)
+ANSWERS = [
+    "THOUGHT: look first.\n```bash\ncat utils.py\n```",
+    "```bash\nsubmit\n```",
+    "I will patch it.\n```bash\nsed -i s/a/b/ utils.py\n```",
+    "def add(a, b): return a + b",
+]
+# Tiny runs: one optimizer step over every kept sample, a learning rate that moves a random model.
+CONFIG = UpdateConfig(batch_size=8, micro_batch_size=2, lr=1e-3, eps_high=0.3)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("m") / "tiny", SPEC, CORPUS)
+
+
+def conversation(i: int, good: bool) -> list[dict[str, str]]:
+    """Good (rewarded) episodes answer with ANSWERS[0, 1], bad ones with ANSWERS[2, 3]."""
+    first = 0 if good else 2
+    return [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": f"Fix the failing test, case {i}."},
+        {"role": "assistant", "content": ANSWERS[first]},
+        {"role": "user", "content": "OBSERVATION: ok"},
+        {"role": "assistant", "content": ANSWERS[first + 1]},
+    ]
+
+
+def trajectory_rows(
+    model_dir: Path,
+    rewards: dict[str, list[float]],
+    *,
+    iteration: int = 0,
+    stage: str = "dapo",
+    policy_version: str | None = None,
+    resolved: list[bool] | None = None,
+) -> list[dict]:
+    """`trajectories` rows: token ids from the chat template, loss mask from the assistant spans,
+    sampler log-probs from the model itself (an exact sampler)."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    rows, i = [], 0
+    for group, group_rewards in rewards.items():
+        for sample, reward in enumerate(group_rewards):
+            out = tokenizer.apply_chat_template(
+                conversation(i, reward > 0.5),
+                tokenize=True,
+                return_dict=True,
+                return_assistant_tokens_mask=True,
+            )
+            ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
+            with torch.no_grad():
+                logp = sequence_logprobs(model, torch.tensor([ids]))[0]
+            logp = torch.where(torch.tensor(mask, dtype=torch.bool), logp, 0.0)
+            rows.append(
+                {
+                    "trajectory_id": f"{stage}/{iteration}/{group}/{sample}",
+                    "instance_id": group,
+                    "stage": stage,
+                    "iteration": iteration,
+                    "group_id": f"{iteration}/{group}",
+                    "sample": sample,
+                    "policy_version": policy_version or f"path:{model_dir.resolve()}",
+                    "generator": "hf",
+                    "token_ids": ids,
+                    "loss_mask": mask,
+                    "sampler_logprobs": logp.tolist(),
+                    "reward": reward,
+                    "resolved": reward > 0 if resolved is None else resolved[i],
+                    "turns": 2,
+                    "format_errors": 0,
+                }
+            )
+            i += 1
+    return rows
+
+
+def write_trajectories(lake: Lake, rows: list[dict]) -> str:
+    ids = [r["trajectory_id"] for r in rows]
+    return lake.write("trajectories", rows, stage="rollout", parameters={"ids": ids}, force=True)
+
+
+def mean_logprob(model_dir: Path, row: dict) -> float:
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():
+        logp = sequence_logprobs(model, torch.tensor([row["token_ids"]]))[0]
+    return float(logp[torch.tensor(row["loss_mask"], dtype=torch.bool)].mean())
+
+
+MIXED = {"a": [1.0, 0.0], "b": [0.0, 1.0, 0.0], "c": [1.0, 1.0]}  # group c: no signal
+
+
+def test_update_learns_in_the_direction_of_the_advantage(tiny, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    rows = trajectory_rows(tiny, MIXED)
+    tv = write_trajectories(lake, rows)
+    version = update_policy(lake, str(tiny), tv, 0, CONFIG)
+
+    # every parameter changed
+    before = AutoModelForCausalLM.from_pretrained(tiny).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(version.path).state_dict()
+    unchanged = [k for k in before if torch.equal(before[k], after[k])]
+    assert not unchanged
+    # positive advantage up, negative down; the dropped group c is not trained on directly
+    for row in rows[:5]:
+        delta = mean_logprob(version.path, row) - mean_logprob(tiny, row)
+        assert (delta > 0) == (row["reward"] > 0.5), (row["trajectory_id"], delta)
+
+    # the manifest says what trained it; the optimizer state travels with the weights
+    m = version.manifest
+    assert m["inputs"] == {"trajectories": tv, "models": f"path:{tiny.resolve()}"}
+    assert m["parameters"]["eps_high"] == 0.3 and m["parameters"]["iteration"] == 0
+    assert m["info"]["kept_samples"] == 5 and m["info"]["dropped_samples"] == 2
+    assert m["info"]["tokenizer_fingerprint"] == tokenizer_fingerprint(
+        AutoTokenizer.from_pretrained(tiny)
+    )
+    assert (version.path / "optimizer.pt").is_file()
+    assert m["info"]["sampler_gap"]["sampler_gap_abs"] < 1e-4  # the sampler was the model itself
+
+    # one train_metrics row per optimizer step
+    metrics = lake.read("train_metrics", m["info"]["train_metrics"]).to_pylist()
+    assert [r["step"] for r in metrics] == [0]
+    r = metrics[0]
+    assert r["model_version"] == version.version and r["kept_samples"] == 5
+    assert r["tokens"] == sum(sum(x["loss_mask"]) for x in rows[:5])
+    assert r["ratio_mean"] == pytest.approx(1.0, abs=1e-4) and r["clip_frac_high"] == 0
+    assert r["grad_norm"] > 0 and r["entropy"] > 0
+
+    # re-running is a no-op that returns the same version
+    again = update_policy(lake, str(tiny), tv, 0, CONFIG)
+    assert again.version == version.version and len(lake.versions("models")) == 1
+
+    # the next round continues from the version (and its optimizer state), two steps this time
+    rows1 = trajectory_rows(tiny, MIXED, iteration=1, policy_version=version.version)
+    tv1 = write_trajectories(lake, rows1)
+    v2 = update_policy(lake, version.version, tv1, 1, replace(CONFIG, batch_size=3))
+    state = torch.load(v2.path / "optimizer.pt", weights_only=True)
+    assert {s["step"].item() for s in state["state"].values()} == {3.0}  # 1 + 2 steps
+    assert v2.manifest["info"]["parent"] == version.version
+
+
+def test_micro_batches_do_not_change_the_step(tiny, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    tv = write_trajectories(lake, trajectory_rows(tiny, MIXED))
+    one = update_policy(lake, str(tiny), tv, 0, replace(CONFIG, micro_batch_size=1))
+    five = update_policy(lake, str(tiny), tv, 0, replace(CONFIG, micro_batch_size=5))
+    a = AutoModelForCausalLM.from_pretrained(one.path).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(five.path).state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-6, rtol=0)
+
+
+def _nothing_published(lake: Lake) -> bool:
+    return not lake.versions("models") and not lake.versions("train_metrics")
+
+
+def test_text_only_and_tokenless_trajectories_are_refused(tiny, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    rows = trajectory_rows(tiny, {"a": [1.0, 0.0]})
+    rows[0]["generator"] = "openai-chat"
+    rows[1]["token_ids"] = None
+    tv = write_trajectories(lake, rows)
+    with pytest.raises(UpdateError, match=rf"trajectories version {tv}.*openai-chat.*no token_ids"):
+        update_policy(lake, str(tiny), tv, 0, CONFIG)
+    assert _nothing_published(lake)
+
+
+def test_token_ids_of_another_tokenizer_are_refused(tiny, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    rows = trajectory_rows(tiny, {"a": [1.0, 0.0]})
+    rows[0]["token_ids"][3] = 50_000
+    tv = write_trajectories(lake, rows)
+    with pytest.raises(CheckpointError, match=rf"{tv}.*outside the policy's vocabulary"):
+        update_policy(lake, str(tiny), tv, 0, CONFIG)
+    # a sampler whose recorded tokenizer differs from the policy's
+    other = build_tiny_model(tmp_path / "other", SPEC, ["completely different text 123"] * 50)
+    rows = trajectory_rows(tiny, {"a": [1.0, 0.0]}, policy_version=f"path:{other}")
+    tv = write_trajectories(lake, rows)
+    with pytest.raises(CheckpointError, match="do not match the policy's tokenizer"):
+        update_policy(lake, str(tiny), tv, 0, CONFIG)
+    assert _nothing_published(lake)
+
+
+def test_all_zero_advantage_is_refused(tiny, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    tv = write_trajectories(lake, trajectory_rows(tiny, {"a": [1.0, 1.0], "b": [0.0, 0.0]}))
+    with pytest.raises(UpdateError, match=rf"{tv} iteration 0: every one of the 4 .* zero"):
+        update_policy(lake, str(tiny), tv, 0, CONFIG)
+    with pytest.raises(UpdateError, match="no trajectories of that iteration"):
+        update_policy(lake, str(tiny), tv, 7, CONFIG)
+    assert _nothing_published(lake)
+
+
+def test_missing_or_corrupt_model_is_refused(tiny, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    tv = write_trajectories(lake, trajectory_rows(tiny, MIXED))
+    with pytest.raises(CheckpointError, match="no-such-model.*neither a directory"):
+        update_policy(lake, "no-such-model", tv, 0, CONFIG)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=rf"{broken}: missing weights"):
+        update_policy(lake, str(broken), tv, 0, CONFIG)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match=rf"{broken} does not load"):
+        update_policy(lake, str(broken), tv, 0, CONFIG)
+    assert _nothing_published(lake)
+
+
+def test_a_crash_mid_round_publishes_nothing_and_a_rerun_works(tiny, tmp_path, monkeypatch):
+    lake = Lake(tmp_path / "lake")
+    tv = write_trajectories(lake, trajectory_rows(tiny, MIXED))
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("swerl.train.update.save_model", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        update_policy(lake, str(tiny), tv, 0, CONFIG)
+    assert _nothing_published(lake)
+    assert not any((lake.root / "_staging").iterdir())
+    monkeypatch.undo()
+    assert update_policy(lake, str(tiny), tv, 0, CONFIG).path.is_dir()
+
+
+def test_config_cross_field_checks():
+    with pytest.raises(ValueError, match="micro_batch_size 8 > batch_size 4"):
+        UpdateConfig(batch_size=4, micro_batch_size=8)
+    with pytest.raises(ValueError, match="tis_cap"):
+        UpdateConfig(tis_cap=0.5)
+    with pytest.raises(ValueError, match="eps_low"):
+        UpdateConfig(eps_low=1.5)
+    assert json.dumps(UpdateConfig().__dict__)  # parameters go into the manifest as JSON
