@@ -1,0 +1,81 @@
+"""The update round with two CPU processes (torchrun + accelerate, gloo) gives the same model,
+optimizer state and metrics as one process, to float rounding."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from swerl.lake import Lake
+from swerl.models.tiny import build_tiny_model
+from swerl.train.update import update_policy
+
+from .test_update import CONFIG, CORPUS, MIXED, SPEC, trajectory_rows, write_trajectories
+
+# Two steps of 3 trajectories: the processes get 2 and 1 of each minibatch (uneven shares).
+TWO_STEPS = replace(CONFIG, batch_size=3, micro_batch_size=1)
+
+SCRIPT = """
+import json, sys
+from swerl.lake import Lake
+from swerl.train.update import UpdateConfig, update_policy
+root, model, trajectories, config = sys.argv[1:5]
+config = json.loads(config)
+config["betas"] = tuple(config["betas"])
+version = update_policy(Lake(root), model, trajectories, 0, UpdateConfig(**config))
+print("VERSION", version.version, flush=True)
+"""
+
+
+def test_two_processes_match_one(tmp_path):
+    import json
+
+    tiny = build_tiny_model(tmp_path / "tiny", SPEC, CORPUS)
+    one = Lake(tmp_path / "one")
+    tv = write_trajectories(one, trajectory_rows(tiny, MIXED))
+    shutil.copytree(one.root, tmp_path / "two")
+    two = Lake(tmp_path / "two")
+
+    single = update_policy(one, str(tiny), tv, 0, TWO_STEPS)
+
+    script = tmp_path / "run_update.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    # torchrun sets RANK / WORLD_SIZE, and accelerate's Accelerator picks MULTI_CPU (gloo) from
+    # them; `accelerate launch --cpu --num_processes 2` would start one process (it needs MPI).
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        str(script), str(two.root), str(tiny), tv, json.dumps(asdict(TWO_STEPS)),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    versions = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("VERSION")}
+    assert len(versions) == 1, done.stdout  # both processes return the one published version
+    assert len(two.versions("models")) == 1
+    double = two.resolve("models", versions.pop())
+    assert double.manifest["info"]["processes"] == 2
+    assert double.manifest["fingerprint"] == single.manifest["fingerprint"]
+
+    a = AutoModelForCausalLM.from_pretrained(single.path).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(double.path).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(tiny).state_dict()
+    for k in a:
+        assert not torch.equal(a[k], base[k]), k
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)
+    oa = torch.load(single.path / "optimizer.pt", weights_only=True)["state"]
+    ob = torch.load(double.path / "optimizer.pt", weights_only=True)["state"]
+    for k in oa:
+        torch.testing.assert_close(oa[k]["exp_avg"], ob[k]["exp_avg"], atol=1e-6, rtol=1e-4)
+
+    ma = one.read("train_metrics").to_pylist()
+    mb = two.read("train_metrics").to_pylist()
+    assert len(ma) == len(mb) == 2
+    for ra, rb in zip(ma, mb, strict=True):
+        for key in ("loss", "grad_norm", "ratio_mean", "entropy", "tokens", "kept_samples"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-6), key
