@@ -247,6 +247,8 @@ def update_policy(
             "steps": len(rows),
             "processes": acc.num_processes,
             "sampler_gap": gap,
+            # on-policy check for the reader: normally exactly the parent
+            "sampled_by": sorted({v for v in table["policy_version"].to_pylist() if v}),
         }
         with lake.directory(
             "models", stage=STAGE, parameters=parameters, inputs=inputs, name=name, info=info

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,3 +80,16 @@ def test_two_processes_match_one(tmp_path):
     for ra, rb in zip(ma, mb, strict=True):
         for key in ("loss", "grad_norm", "ratio_mean", "entropy", "tokens", "kept_samples"):
             assert ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp", "deepspeed"])
+def test_accelerate_configs_load(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_config_from_file(str(root / "configs" / "accelerate" / f"{name}.yaml"))
+    assert (
+        config.distributed_type.name
+        == {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed": "DEEPSPEED"}[name]
+    )
+    assert config.num_processes >= 1 and config.mixed_precision == "bf16"
