@@ -1,0 +1,60 @@
+"""The toy-SWE suite: small, real, deterministic SWE tasks for the demo and learning benchmarks.
+
+    rows = build_toy_suite(seed=0, n_train=48, n_eval=16)      # list of `tasks` rows
+    version = publish_toy_suite(Lake(), seed=0)                # -> `tasks` version "toy-swe"
+    swerl toy build --seed 0 --train 48 --eval 16              # the same from the command line
+
+Each task is a git repository of a small Python package (1-4 modules, each under 60 lines, one
+test file) holding one bug from one of seven families, an issue written like a user's (a call,
+the expected and the actual outcome, never the fix), the gold `patch`, a `test_patch` adding the
+tests that expose the bug, and FAIL_TO_PASS / PASS_TO_PASS found by running pytest. Rows carry
+the repository itself (`repo_files`; `swerl.swe.repo.materialize_repo` rebuilds it at
+`base_commit`) and the test command (`install_config`): any image with python3 and pytest runs it.
+Train and eval tasks share no surface names (`vocab.py`). See docs/toy.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from swerl.lake import Lake
+from swerl.swe.toy.build import task_rows
+from swerl.swe.toy.generate import ToyGenerationError, ToyTask, generate_task
+
+__all__ = [
+    "ToyGenerationError",
+    "ToyTask",
+    "build_toy_suite",
+    "generate_task",
+    "publish_toy_suite",
+    "toy_tasks",
+]
+
+STAGE = "toy_build"
+
+
+def toy_tasks(seed: int, n_train: int, n_eval: int) -> list[ToyTask]:
+    """The generated tasks (tests not yet run): train first, then eval."""
+    if n_train < 0 or n_eval < 0:
+        raise ValueError(f"task counts must be >= 0, got train={n_train} eval={n_eval}")
+    return [generate_task(seed, "train", i) for i in range(n_train)] + [
+        generate_task(seed, "eval", i) for i in range(n_eval)
+    ]
+
+
+def build_toy_suite(seed: int = 0, n_train: int = 48, n_eval: int = 16) -> list[dict[str, Any]]:
+    """`tasks` rows of the suite, tests run; the same arguments give byte-identical rows."""
+    return task_rows(toy_tasks(seed, n_train, n_eval), seed)
+
+
+def publish_toy_suite(
+    lake: Lake, seed: int = 0, n_train: int = 48, n_eval: int = 16, name: str = "toy-swe"
+) -> str:
+    """Build the suite and publish it as a `tasks` version named `name`; returns the version id.
+    A version built with the same arguments and code already in the lake is returned as is."""
+    parameters = {"seed": seed, "train": n_train, "eval": n_eval}
+    existing = lake.find("tasks", lake.fingerprint("tasks", STAGE, parameters, name=name))
+    if existing is not None:
+        return existing.version
+    rows = build_toy_suite(seed, n_train, n_eval)
+    return lake.write("tasks", rows, stage=STAGE, parameters=parameters, name=name)
