@@ -217,7 +217,7 @@ def train_rft(
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())
     ref = resolve_model(lake, model)
     versions = sorted({lake.resolve("trajectories", v).version for v in trajectory_versions})
     if not versions:
@@ -265,6 +265,7 @@ def train_rft(
             seed=config.seed,
             data_seed=config.seed,
             use_cpu=not torch.cuda.is_available(),
+            ddp_find_unused_parameters=False,  # every parameter of a causal LM gets a gradient
             disable_tqdm=True,
         )
         trainer = SFTTrainer(

@@ -82,6 +82,40 @@ def test_two_processes_match_one(tmp_path):
             assert ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-6), key
 
 
+RFT_SCRIPT = """
+import sys
+from swerl.lake import Lake
+from swerl.train.rft import RFTConfig, train_rft
+root, model, trajectories = sys.argv[1:4]
+config = RFTConfig(batch_size=2, micro_batch_size=1, lr=3e-3, warmup_steps=0, epochs=3)
+version = train_rft(Lake(root), model, [trajectories], config)
+print("VERSION", version.version, flush=True)
+"""
+
+
+@pytest.mark.slow  # ~20 s: a second two-process launch; the update's one runs by default
+def test_rft_in_two_processes(tmp_path):
+    """SFTTrainer under DDP (gloo): one version, published once, trained by both processes."""
+    tiny = build_tiny_model(tmp_path / "tiny", SPEC, CORPUS)
+    lake = Lake(tmp_path / "lake")
+    rows = trajectory_rows(tiny, {"t1": [1.0, 1.0], "t2": [1.0, 0.0]}, stage="rft")
+    tv = lake.write("trajectories", rows, stage="collect_rft")
+    script = tmp_path / "run_rft.py"
+    script.write_text(textwrap.dedent(RFT_SCRIPT))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               str(script), str(lake.root), str(tiny), tv]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    versions = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("VERSION")}
+    assert len(versions) == 1 and len(lake.versions("models")) == 1
+    version = lake.resolve("models", versions.pop())
+    assert version.manifest["info"]["processes"] == 2
+    # 3 resolved trajectories, 2 per step over 2 processes, 3 epochs: 2 steps per epoch
+    metrics = lake.read("train_metrics").to_pylist()
+    assert len(metrics) == version.manifest["info"]["steps"] == 6
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+
+
 @pytest.mark.parametrize("name", ["ddp", "fsdp", "deepspeed"])
 def test_accelerate_configs_load(name):
     from accelerate.commands.config.config_args import load_config_from_file
