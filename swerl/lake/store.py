@@ -41,6 +41,7 @@ from swerl.provenance import code_version, git_commit
 
 MANIFEST = "_manifest.json"
 STAGING = "_staging"
+WORK = "_work"
 DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Buffer incoming rows until this many bytes before writing a row group: many tiny row groups make
@@ -320,6 +321,14 @@ class Lake:
                 for chunk in data:
                     w.write(chunk)
         return w.version
+
+    def work_dir(self, stage: str, fingerprint: str) -> Path:
+        """Scratch space where a resumable stage keeps finished work until it publishes: the same
+        stage with the same fingerprint finds it again after a crash (`<root>/_work/...`, outside
+        every dataset folder)."""
+        path = self.root / WORK / stage / fingerprint
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def clean_staging(self) -> int:
         """Remove half-written versions left by killed writers; returns how many."""
