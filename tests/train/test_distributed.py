@@ -51,7 +51,7 @@ def test_two_processes_match_one(tmp_path):
     # torchrun sets RANK / WORLD_SIZE, and accelerate's Accelerator picks MULTI_CPU (gloo) from
     # them; `accelerate launch --cpu --num_processes 2` would start one process (it needs MPI).
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         str(script), str(two.root), str(tiny), tv, json.dumps(asdict(TWO_STEPS)),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
@@ -102,7 +102,7 @@ def test_rft_in_two_processes(tmp_path):
     tv = lake.write("trajectories", rows, stage="collect_rft")
     script = tmp_path / "run_rft.py"
     script.write_text(textwrap.dedent(RFT_SCRIPT))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(script), str(lake.root), str(tiny), tv]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
