@@ -32,6 +32,7 @@ The last minibatch of an epoch may be smaller than `batch_size` (it is kept, not
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -243,6 +244,7 @@ def update_policy(
             **model_info(tokenizer, ref),
             "iteration": iteration,
             "kept_samples": len(samples),
+            "trajectory_ids_sha256": _ids_sha256([s.trajectory_id for s in samples]),
             "dropped_samples": dropped,
             "steps": len(rows),
             "processes": acc.num_processes,
@@ -254,6 +256,8 @@ def update_policy(
             "models", stage=STAGE, parameters=parameters, inputs=inputs, name=name, info=info
         ) as w:
             save_model(w.path, model, tokenizer, optimizer)
+            ids = "".join(f"{s.trajectory_id}\n" for s in samples)  # exactly what it trained on
+            (w.path / "trajectory_ids.txt").write_text(ids)
             for row in rows:
                 row.update(model_version=w.version, stage=STAGE, iteration=iteration)
             w.info["train_metrics"] = write_train_metrics(
@@ -263,6 +267,10 @@ def update_policy(
     if acc.num_processes > 1:
         broadcast_object_list(result, from_process=0)
     return lake.resolve("models", result[0])
+
+
+def _ids_sha256(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 def _read_iteration(lake: Lake, version: str, iteration: int, source: str) -> pa.Table:

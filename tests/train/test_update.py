@@ -149,6 +149,8 @@ def test_update_learns_in_the_direction_of_the_advantage(tiny, tmp_path):
         AutoTokenizer.from_pretrained(tiny)
     )
     assert (version.path / "optimizer.pt").is_file()
+    trained = (version.path / "trajectory_ids.txt").read_text().split()
+    assert sorted(trained) == sorted(r["trajectory_id"] for r in rows[:5])
     assert m["info"]["sampler_gap"]["sampler_gap_abs"] < 1e-4  # the sampler was the model itself
 
     # one train_metrics row per optimizer step
