@@ -190,7 +190,8 @@ def update_policy(
 
     # ---- model and optimizer (continued from the parent's state when it has one) --------------
     model.to(acc.device)
-    model.train()  # HF causal LMs used here have no dropout by default; train() for checkpointing
+    # Qwen2-style models have no dropout (attention_dropout 0): train and eval log-probs agree.
+    model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=config.lr,
@@ -233,6 +234,10 @@ def update_policy(
         sums = _train_minibatch(model, [samples[i] for i in local], num_tokens, config, pad_id, acc)
         totals = _all_reduce(sums, acc)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm))
+        if not math.isfinite(grad_norm):  # a NaN step would poison every later round
+            raise UpdateError(
+                f"{source}: gradient norm {grad_norm} at step {step}; nothing published"
+            )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         rows.append(_metrics_row(step, totals, grad_norm, config.lr, len(mb), dropped, gap))
@@ -497,7 +502,7 @@ def _metrics_row(
         "ratio_mean": t["ratio"] / n,
         "ratio_max": t["ratio_max"],
         "entropy": t["entropy"] / n,
-        "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
+        "grad_norm": grad_norm,
         "lr": lr,
         "tokens": int(n),
         "kept_samples": kept,
