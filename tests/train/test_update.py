@@ -4,6 +4,7 @@ carried over, re-runs reuse the version, bad input stops with a message and publ
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -267,3 +268,21 @@ def test_config_cross_field_checks():
     with pytest.raises(ValueError, match="eps_low"):
         UpdateConfig(eps_low=1.5)
     assert json.dumps(UpdateConfig().__dict__)  # parameters go into the manifest as JSON
+
+
+def test_sampler_gap_is_measured_and_tis_runs(tiny, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    rows = trajectory_rows(tiny, MIXED)
+    for r in rows:  # a sampler that is off by 0.1 nats on every sampled token
+        r["sampler_logprobs"] = [
+            lp - 0.1 if m else 0.0
+            for lp, m in zip(r["sampler_logprobs"], r["loss_mask"], strict=True)
+        ]
+    tv = write_trajectories(lake, rows)
+    version = update_policy(lake, str(tiny), tv, 0, replace(CONFIG, tis_cap=2.0))
+    gap = version.manifest["info"]["sampler_gap"]
+    assert gap["sampler_gap_abs"] == pytest.approx(0.1, abs=1e-4)
+    # k3 = (r - 1) - log r with r = pi_trainer / pi_sampler = e^0.1
+    assert gap["sampler_kl"] == pytest.approx(math.expm1(0.1) - 0.1, rel=1e-3)
+    metrics = lake.read("train_metrics").to_pylist()
+    assert metrics[0]["sampler_gap_abs"] == pytest.approx(0.1, abs=1e-4)
