@@ -190,7 +190,11 @@ class DockerHost:
         return f"task {self.task.instance_id}: image {self.image} not found ({hint}): {error}"
 
     def spawn_shell(self) -> DockerStream:
-        return DockerStream(self.client, self.container.id, SHELL_ARGV)
+        try:
+            return DockerStream(self.client, self.container.id, SHELL_ARGV)
+        except docker.errors.APIError as e:
+            self.check()  # says why when the container has stopped
+            raise SandboxError(f"task {self.task.instance_id}: cannot start a shell: {e}") from e
 
     def read_bytes(self, path: str) -> bytes:
         try:
