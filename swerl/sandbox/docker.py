@@ -20,6 +20,7 @@ The engine is the one `docker.from_env()` finds: set `DOCKER_HOST` (e.g. `tcp://
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import select
@@ -148,6 +149,10 @@ class DockerHost:
         )
 
     def _start(self, config: SandboxConfig):
+        try:  # never pull implicitly: images come from the user's registry or `swerl images`
+            self.client.images.get(self.image)
+        except docker.errors.ImageNotFound as e:
+            raise SandboxError(self._missing_image(e)) from e
         memory = memory_bytes(config.memory)
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
@@ -170,8 +175,6 @@ class DockerHost:
                         f"{LABEL}.created": datetime.now(UTC).isoformat(timespec="seconds"),
                     },
                 )
-            except docker.errors.ImageNotFound as e:
-                raise SandboxError(self._missing_image(e)) from e
             except docker.errors.APIError as e:
                 if attempt == START_ATTEMPTS:
                     raise SandboxError(
@@ -230,9 +233,8 @@ class DockerHost:
 
     def close(self) -> None:
         try:
-            self.container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
+            with contextlib.suppress(docker.errors.NotFound):
+                self.container.remove(force=True)
         finally:
             self._release()
 

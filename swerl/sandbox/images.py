@@ -79,7 +79,9 @@ def task_image(task: Task, client: docker.DockerClient) -> str:
 
 
 def build_images(
-    tasks: list[Task], base_image: str = DEFAULT_BASE_IMAGE, client: docker.DockerClient | None = None
+    tasks: list[Task],
+    base_image: str = DEFAULT_BASE_IMAGE,
+    client: docker.DockerClient | None = None,
 ) -> list[TaskImage]:
     """Build (or reuse) one image per task FROM `base_image`; every task must carry its files."""
     missing = [t.instance_id for t in tasks if t.repo_files is None]

@@ -19,6 +19,7 @@ control shell that kills the session's processes on a timeout. Recovery rules:
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import shlex
 import time
@@ -122,13 +123,14 @@ class Sandbox:
 
     def diff(self) -> str:
         """The repository's changes against `base_commit` as a git patch: edits, deletions and
-        new files (files ignored by .gitignore excluded). A scratch index is used, so the agent's
-        staging area is left as it was."""
+        new files (files ignored by .gitignore excluded). A scratch copy of the index is used, so
+        the agent's staging area is left as it was; the copy keeps the index's mtime, or git's
+        racy-clean check would miss an edit made within a second of checkout that kept the size."""
         self._check_open()
         base = shlex.quote(self.task.base_commit)
         script = (
             f"( cd {shlex.quote(self.workdir)} && i=$(mktemp) && o=$(mktemp) && "
-            '{ cp .git/index "$i" 2>/dev/null || rm -f "$i"; } && '
+            '{ cp -p .git/index "$i" 2>/dev/null || rm -f "$i"; } && '
             'GIT_INDEX_FILE="$i" git add -A && '
             f'GIT_INDEX_FILE="$i" git diff --cached --binary --no-color --no-ext-diff {base} '
             '>"$o"; rc=$?; rm -f "$i"; echo "$o"; exit $rc )'
@@ -151,10 +153,10 @@ class Sandbox:
             return
         self._closed = True
         if self._shell is not None and self._control is not None:
-            try:  # background jobs too (a container's removal would, a local host's would not)
+            # background jobs too (a container's removal would, a local host's would not);
+            # failures do not matter, the host is going away
+            with contextlib.suppress(ShellExited, TimeoutError, OSError):
                 self._control.run(f"__swerl_kill {self._shell_pid} all", SETUP_TIMEOUT_S)
-            except (ShellExited, TimeoutError, OSError):
-                pass  # the host is going away anyway
         for shell in (self._shell, self._control):
             if shell is not None:
                 shell.close()

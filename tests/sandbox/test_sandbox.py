@@ -55,7 +55,9 @@ def test_timeout_kills_the_command_and_its_children_and_the_session_goes_on(sand
     result = sandbox.run("(sleep 300 &) ; sleep 300 | cat", timeout=1)
     assert result.timed_out and time.monotonic() - started < 15
     assert "timeout" in result.output
-    after = sandbox.run("echo $KEEP; pwd; for p in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $p; echo; done")
+    after = sandbox.run(
+        "echo $KEEP; pwd; for p in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $p; echo; done"
+    )
     assert after.exit_code == 0 and not after.timed_out
     assert after.output.startswith(f"1\n{sandbox.workdir}/calc\n")
     assert "sleep 300" not in after.output  # the background child died too
