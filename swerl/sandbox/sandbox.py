@@ -29,7 +29,7 @@ from swerl.sandbox.base import RunResult, SandboxConfig, SandboxError
 from swerl.sandbox.session import KILL_FUNCTION, Completed, Shell, ShellExited, Stream
 from swerl.swe.task import Task
 
-KILL_GRACE_S = 5.0
+KILL_GRACE_S = 3.0
 """After a kill, seconds to wait for the shell's marker before escalating."""
 SETUP_TIMEOUT_S = 60.0
 """Seconds for the sandbox's own commands (shell setup, kills)."""
