@@ -64,7 +64,8 @@ class Host(Protocol):
 
 
 class Sandbox:
-    """A task's sandbox (see the module docstring). Use as a context manager or call `close`."""
+    """A task's sandbox (see the module docstring). Use as a context manager or call `close`.
+    One caller at a time: episodes run concurrently in separate sandboxes, not in one."""
 
     def __init__(self, task: Task, host: Host, config: SandboxConfig):
         self.task = task
@@ -201,10 +202,13 @@ class Sandbox:
             try:
                 self._control.run(command, SETUP_TIMEOUT_S)
                 return
-            except (ShellExited, TimeoutError):
+            except (ShellExited, TimeoutError) as e:
                 self._control.close()
                 if attempt == 1:
-                    raise
+                    self.host.check()
+                    raise SandboxError(
+                        f"task {self.task.instance_id}: could not kill a timed-out command: {e}"
+                    ) from e
                 self._control = self._start_control()
 
     def _recover(self, partial: str, timed_out: bool, timeout: float) -> RunResult:
