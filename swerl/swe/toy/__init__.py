@@ -53,7 +53,9 @@ def publish_toy_suite(
     """Build the suite and publish it as a `tasks` version named `name`; returns the version id.
     A version built with the same arguments and code already in the lake is returned as is."""
     parameters = {"seed": seed, "train": n_train, "eval": n_eval}
-    existing = lake.find("tasks", lake.fingerprint("tasks", STAGE, parameters, name=name))
+    existing = lake.find(
+        "tasks", lake.fingerprint("tasks", stage=STAGE, parameters=parameters, name=name)
+    )
     if existing is not None:
         return existing.version
     rows = build_toy_suite(seed, n_train, n_eval)
