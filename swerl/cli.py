@@ -4,6 +4,11 @@
     swerl datasets [DATASET]                   what the lake holds
     swerl sql "SELECT ..."                     DuckDB over every dataset
     swerl demo                                 the demo pipeline on the bundled inputs
+    swerl toy build                            the toy-SWE suite as a `tasks` version
+    swerl images base                          build swerl-base:bookworm (no registry needed)
+    swerl images build --tasks NAME            per-task sandbox images
+    swerl sandbox reap                         remove orphaned sandbox containers
+    swerl models tiny --out DIR                a tiny local model for tests and the demo
 
 `--data DIR` (or `$SWERL_DATA`) picks the lake root; default `data/`.
 """
@@ -354,6 +359,106 @@ def demo(
         console.print(table)
     except USER_ERRORS as e:
         fail(str(e))
+
+
+# ---- toy suite, images, sandboxes ----------------------------------------------------------------
+
+toy_app = typer.Typer(help="The bundled toy-SWE task suite.", no_args_is_help=True)
+app.add_typer(toy_app, name="toy")
+images_app = typer.Typer(help="Build Docker images for sandboxes.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
+sandbox_app = typer.Typer(help="Manage sandbox containers.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@toy_app.command("build")
+def toy_build(
+    seed: Annotated[int, typer.Option(help="Seed of the generator (same seed, same rows).")] = 0,
+    train: Annotated[int, typer.Option(min=0, help="Number of train tasks.")] = 48,
+    eval_: Annotated[int, typer.Option("--eval", min=0, help="Number of eval tasks.")] = 16,
+    name: Annotated[str, typer.Option(help="Name of the `tasks` version.")] = "toy-swe",
+) -> None:
+    """Generate the toy-SWE suite, run its tests, publish it as a `tasks` version."""
+    from swerl.swe.toy import ToyGenerationError, publish_toy_suite
+
+    try:
+        version = publish_toy_suite(lake(), seed=seed, n_train=train, n_eval=eval_, name=name)
+    except (*USER_ERRORS, ToyGenerationError) as e:
+        fail(str(e))
+    console.print(f"tasks version {version} ({name}): {train} train + {eval_} eval tasks")
+
+
+@images_app.command("build")
+def images_build(
+    tasks: Annotated[
+        str, typer.Option(help="Tasks version: an id, a name such as toy-swe, or latest.")
+    ],
+    base_image: Annotated[
+        str | None,
+        typer.Option(help="Image the task images build FROM (default: python:3.11-slim)."),
+    ] = None,
+) -> None:
+    """One image per self-contained task (repository at /testbed), cached by content."""
+    import docker.errors
+
+    from swerl.sandbox import SandboxError
+    from swerl.sandbox.images import DEFAULT_BASE_IMAGE, build_images
+    from swerl.swe.task import load_tasks
+
+    base = base_image or DEFAULT_BASE_IMAGE
+    try:
+        built = build_images(load_tasks(tasks, root=STATE["root"]), base)
+    except (*USER_ERRORS, SandboxError, ValueError, KeyError, docker.errors.DockerException) as e:
+        fail(str(e))
+    reused = sum(image.cached for image in built)
+    console.print(
+        f"{len(built)} task images FROM {base}: {len(built) - reused} built, {reused} reused"
+    )
+
+
+@images_app.command("base")
+def images_base(
+    name: Annotated[
+        str | None, typer.Option(help="Tag of the new image (default: swerl-base:bookworm).")
+    ] = None,
+) -> None:
+    """Build a base image from Debian packages (debootstrap + docker import; root, ~1 min)."""
+    import docker.errors
+
+    from swerl.sandbox import SandboxError
+    from swerl.sandbox.images import LOCAL_BASE_IMAGE, build_base_image
+
+    tag = name or LOCAL_BASE_IMAGE
+    try:
+        image_id = build_base_image(tag)
+    except (SandboxError, docker.errors.DockerException) as e:
+        fail(str(e))
+    console.print(f"built {tag} ({image_id[:19]})")
+
+
+@sandbox_app.command("reap")
+def sandbox_reap(
+    older_than: Annotated[
+        float | None,
+        typer.Option(help="Also remove sandboxes older than this many seconds, whoever owns them."),
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Remove every swerl sandbox container.")
+    ] = False,
+) -> None:
+    """Remove sandbox containers whose owner process is gone (label swerl=sandbox)."""
+    import docker.errors
+
+    from swerl.sandbox.docker import reap
+
+    try:
+        removed = reap(older_than_s=older_than, everything=everything)
+    except docker.errors.DockerException as e:
+        fail(f"no Docker engine reachable: {e}")
+    console.print(
+        f"removed {len(removed)} sandbox container(s)"
+        + (f": {', '.join(removed)}" if removed else "")
+    )
 
 
 if __name__ == "__main__":

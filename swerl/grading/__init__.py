@@ -7,6 +7,7 @@ official report shape, outcome, detail); `reward(resolved, turns, max_turns)` is
 
 from swerl.grading.grade import OUTCOMES, Grade
 from swerl.grading.log import choose_eval_type, choose_log_parser, grade_log
+from swerl.grading.patch import grade_patch, run_tests
 from swerl.grading.reward import reward, turn_penalty
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "choose_eval_type",
     "choose_log_parser",
     "grade_log",
+    "grade_patch",
+    "run_tests",
     "reward",
     "turn_penalty",
 ]

@@ -199,6 +199,33 @@ TURNS = pa.schema(
     ]
 )
 
+TRAIN_METRICS = pa.schema(
+    [
+        col("model_version", pa.string(), "the `models` version this step produced", required=True),
+        col("stage", pa.string(), "train_rft or update_policy", required=True),
+        col("iteration", pa.int32(), "DAPO iteration of the trajectories (null for RFT)"),
+        col("step", pa.int32(), "optimizer step within the run, 0-based", required=True),
+        col("epoch", pa.float64(), "epoch progress at this step (RFT; null for updates)"),
+        col("loss", pa.float64(), "training loss of the step (RFT: token NLL; DAPO: -J)"),
+        col("clip_frac_low", pa.float64(), "fraction of action tokens clipped at 1 - eps_low"),
+        col("clip_frac_high", pa.float64(), "fraction of action tokens clipped at 1 + eps_high"),
+        col("ratio_mean", pa.float64(), "mean pi_theta / pi_old over action tokens"),
+        col("ratio_max", pa.float64(), "largest pi_theta / pi_old over action tokens"),
+        col("entropy", pa.float64(), "mean entropy of the policy over action tokens (nats)"),
+        col("grad_norm", pa.float64(), "global gradient norm before clipping"),
+        col("lr", pa.float64(), "learning rate of the step"),
+        col("tokens", pa.int64(), "action (loss) tokens in the step's minibatch"),
+        col("kept_samples", pa.int32(), "trajectories in the step's minibatch"),
+        col("dropped_samples", pa.int32(), "trajectories of the round dropped (zero advantage)"),
+        col(
+            "sampler_gap_abs",
+            pa.float64(),
+            "mean |log pi_trainer - log pi_sampler| over the round's action tokens",
+        ),
+        col("sampler_kl", pa.float64(), "k3 estimate of KL(sampler || trainer) over the round"),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "tasks": TASKS,
     "tasks_rejected": TASKS_REJECTED,
@@ -206,6 +233,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "task_pool": TASK_POOL,
     "trajectories": TRAJECTORIES,
     "turns": TURNS,
+    "train_metrics": TRAIN_METRICS,
 }
 
 
