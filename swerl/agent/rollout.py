@@ -1,0 +1,420 @@
+"""Rollouts: G episodes per task with one policy, graded, as `trajectories` and `turns` rows.
+
+    swerl rollout --tasks toy-swe --model models/tiny --samples 4 --backend local
+
+Many episodes run at once (threads: sandbox calls block on I/O while the generator batches the
+turns of all live episodes), with a cap on live sandboxes. Each finished episode is graded in a
+fresh sandbox (`swerl.grading.grade_patch`); unsubmitted episodes are graded on their diff unless
+`grade_unsubmitted=False` (PAPER.md section 9). The reward is PAPER.md section 4's: resolved plus
+the turn penalty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swerl.agent.chat import ChatFormat
+from swerl.agent.episode import EpisodeConfig, run_episode
+from swerl.grading import grade_patch
+from swerl.grading.reward import turn_penalty
+from swerl.inference.base import Generator
+from swerl.inference.batching import BatchingGenerator
+from swerl.lake import Lake
+from swerl.sandbox import open_sandbox
+from swerl.swe.task import Task, load_tasks
+
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "prompts"
+STORED_OBSERVATION_CHARS = 4_000  # `turns.observation` keeps this much; trajectories keep all
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """The scaffold's prompts, read from files (configs/prompts by default)."""
+
+    system: str
+    instance: str
+    demonstration: str | None = None
+
+    @classmethod
+    def load(cls, directory: str | Path = PROMPTS_DIR, demonstration: bool = False) -> Prompts:
+        d = Path(directory)
+        missing = [n for n in ("system.md", "instance.md") if not (d / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"prompt directory {d} lacks {', '.join(missing)}")
+        demo = (d / "demonstration.md").read_text() if demonstration else None
+        return cls((d / "system.md").read_text(), (d / "instance.md").read_text(), demo)
+
+    def render(
+        self, task: Task, config: EpisodeConfig, repo_dir: str = "/testbed"
+    ) -> tuple[str, str]:
+        system = self.system.replace("{window}", str(config.tools.window)).replace(
+            "{timeout}", f"{config.tools.command_timeout:g}"
+        )
+        if self.demonstration:
+            system = system.rstrip() + "\n\n" + self.demonstration
+        issue = self.instance.replace("{repo_dir}", repo_dir).replace(
+            "{problem_statement}", task.problem_statement
+        )
+        return system, issue
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """How a batch of rollouts runs."""
+
+    samples: int = 10
+    """Episodes per task (G, a group)."""
+    stage: str = "dapo"
+    """rft, dapo or eval: recorded on every row."""
+    iteration: int = 0
+    """DAPO iteration, recorded on every row."""
+    episode: EpisodeConfig = field(default_factory=EpisodeConfig)
+    """Turn and context limits, sampling, tools."""
+    backend: str = "docker"
+    """Sandbox backend for episodes and grading: docker or local."""
+    max_live_sandboxes: int = 8
+    """Episodes in flight at once (each holds one sandbox)."""
+    grade_unsubmitted: bool = True
+    """Grade episodes that hit a limit on their diff (else they score 0)."""
+    turn_penalty_threshold: int = 10
+    """L_thr of the turn penalty."""
+    demonstration: bool = False
+    """Put the one-shot demonstration into the system prompt (RFT collection)."""
+    grading_timeout: float = 1800.0
+    """Seconds the test run of grading may take."""
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.stage not in ("rft", "dapo", "eval"):
+            raise ValueError(f"stage must be rft, dapo or eval, got {self.stage!r}")
+        if self.backend not in ("docker", "local"):
+            raise ValueError(f"backend must be docker or local, got {self.backend!r}")
+        if self.max_live_sandboxes < 1:
+            raise ValueError("max_live_sandboxes must be >= 1")
+        if self.episode.max_turns <= self.turn_penalty_threshold:
+            raise ValueError(
+                f"max_turns ({self.episode.max_turns}) must exceed the turn penalty threshold "
+                f"({self.turn_penalty_threshold})"
+            )
+
+
+@dataclass
+class EpisodeRows:
+    """One finished episode as its `trajectories` row and `turns` rows."""
+
+    key: tuple[str, int]
+    trajectory: dict[str, Any]
+    turns: list[dict[str, Any]]
+
+
+def run_rollouts(
+    tasks: Iterable[Task],
+    generator: BatchingGenerator,
+    chat: ChatFormat,
+    config: RolloutConfig,
+    *,
+    policy_version: str,
+    prompts: Prompts | None = None,
+    skip: set[tuple[str, int]] | None = None,
+    on_episode: Callable[[EpisodeRows], None] | None = None,
+) -> list[EpisodeRows]:
+    """Run `config.samples` episodes of every task; `skip` holds (instance_id, sample) pairs that
+    are already done (resume). `on_episode` sees each episode as soon as it is graded (to save it
+    and to show progress); the return value holds them all, in task and sample order."""
+    prompts = prompts or Prompts.load(demonstration=config.demonstration)
+    jobs = [
+        (task, s)
+        for task in tasks
+        for s in range(config.samples)
+        if (task.instance_id, s) not in (skip or set())
+    ]
+    lock = threading.Lock()
+    results: list[EpisodeRows] = []
+    with ThreadPoolExecutor(config.max_live_sandboxes, thread_name_prefix="episode") as pool:
+        futures = [
+            pool.submit(_one_episode, task, s, generator, chat, config, policy_version, prompts)
+            for task, s in jobs
+        ]
+        for future in as_completed(futures):
+            rows = future.result()
+            with lock:
+                results.append(rows)
+            if on_episode is not None:
+                on_episode(rows)
+    order = {(t.instance_id, s): i for i, (t, s) in enumerate(jobs)}
+    return sorted(results, key=lambda r: order[r.key])
+
+
+def _one_episode(
+    task: Task,
+    sample: int,
+    generator: BatchingGenerator,
+    chat: ChatFormat,
+    config: RolloutConfig,
+    policy_version: str,
+    prompts: Prompts,
+) -> EpisodeRows:
+    started = time.monotonic()
+    system, issue = prompts.render(task, config.episode)
+    try:
+        with open_sandbox(task, backend=config.backend) as sandbox:
+            result = run_episode(chat, generator.complete, sandbox, system, issue, config.episode)
+    except Exception as e:  # the sandbox could not even start: a recorded outcome, not a crash
+        result = None
+        error = f"{type(e).__name__}: {e}"
+    grade, grading_s = None, 0.0
+    if result is not None and result.patch and (result.submitted or config.grade_unsubmitted):
+        t0 = time.monotonic()
+        grade = grade_patch(
+            task, result.patch, backend=config.backend, timeout=config.grading_timeout
+        )
+        grading_s = time.monotonic() - t0
+    resolved = bool(grade and grade.resolved)
+    turns = len(result.turns) if result else 0
+    penalty = turn_penalty(turns, config.episode.max_turns, config.turn_penalty_threshold)
+    trajectory_id = f"{config.stage}/{config.iteration}/{task.instance_id}/{sample}"
+    if result is None:
+        trajectory = _failed_row(task, sample, config, policy_version, generator, error)
+        trajectory["trajectory_id"] = trajectory_id
+        return EpisodeRows((task.instance_id, sample), trajectory, [])
+    t = result.transcript
+    trajectory = {
+        "trajectory_id": trajectory_id,
+        "instance_id": task.instance_id,
+        "repo": task.repo,
+        "stage": config.stage,
+        "iteration": config.iteration,
+        "group_id": f"{config.stage}/{config.iteration}/{task.instance_id}",
+        "sample": sample,
+        "policy_version": policy_version,
+        "generator": generator.name,
+        "token_ids": t.token_ids,
+        "loss_mask": t.loss_mask,
+        "sampler_logprobs": t.logprobs if generator.has_logprobs else None,
+        "messages": t.messages,
+        "patch": result.patch,
+        "submitted": result.submitted,
+        "resolved": resolved,
+        "grade_outcome": grade.outcome if grade else "not_graded",
+        "tests_status": json.dumps(grade.tests_status) if grade else None,
+        "reward": float(resolved) + penalty,
+        "turn_penalty": penalty,
+        "turns": turns,
+        "termination": result.termination,
+        "format_errors": result.format_errors,
+        "tool_errors": sum(x.tool_error for x in result.turns),
+        "fidelity_mismatches": t.fidelity_mismatches(),
+        "prompt_tokens": t.loss_mask.index(1) if 1 in t.loss_mask else len(t.token_ids),
+        "completion_tokens": sum(t.loss_mask),
+        "total_tokens": len(t.token_ids),
+        "generation_s": result.generation_s,
+        "tool_s": result.tool_s,
+        "grading_s": grading_s,
+        "total_s": time.monotonic() - started,
+        "sampling": json.dumps(asdict(config.episode.sampling)),
+        "config": json.dumps(_config_record(config)),
+        "error": result.error,
+    }
+    turn_rows = [
+        {
+            "trajectory_id": trajectory_id,
+            "instance_id": task.instance_id,
+            "turn": r.index,
+            "command": r.command,
+            "observation": r.observation[:STORED_OBSERVATION_CHARS],
+            "format_error": r.format_error,
+            "tool_error": r.tool_error,
+            "timed_out": r.timed_out,
+            "completion_tokens": r.completion_tokens,
+            "observation_tokens": r.observation_tokens,
+            "generation_s": r.generation_s,
+            "tool_s": r.tool_s,
+        }
+        for r in result.turns
+    ]
+    return EpisodeRows((task.instance_id, sample), trajectory, turn_rows)
+
+
+def _failed_row(task, sample, config, policy_version, generator, error) -> dict[str, Any]:
+    return {
+        "instance_id": task.instance_id,
+        "repo": task.repo,
+        "stage": config.stage,
+        "iteration": config.iteration,
+        "group_id": f"{config.stage}/{config.iteration}/{task.instance_id}",
+        "sample": sample,
+        "policy_version": policy_version,
+        "generator": generator.name,
+        "submitted": False,
+        "resolved": False,
+        "grade_outcome": "not_graded",
+        "reward": None,
+        "turns": 0,
+        "termination": "sandbox_error",
+        "error": error,
+        "config": json.dumps(_config_record(config)),
+    }
+
+
+def _config_record(config: RolloutConfig) -> dict[str, Any]:
+    record = asdict(config)
+    record["episode"]["sampling"] = asdict(config.episode.sampling)
+    return record
+
+
+# ---- the stage -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RolloutOutput:
+    trajectories: str
+    turns: str
+    reused: bool
+    resumed_episodes: int
+
+
+def rollout(
+    lake: Lake,
+    *,
+    model: str,
+    tasks: str = "latest",
+    pool: str | None = None,
+    config: RolloutConfig = RolloutConfig(),
+    generator: str = "hf",
+    server_url: str | None = None,
+    device: str = "cpu",
+    max_batch: int = 16,
+    seed: int = 0,
+    limit: int | None = None,
+    force: bool = False,
+    info: dict | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> RolloutOutput:
+    """The rollout stage: tasks (restricted to `pool`'s kept tasks when given) x `samples`
+    episodes with `model` -> new `trajectories` and `turns` versions.
+
+    Finished episodes are saved under the lake's work folder as they finish; running the same
+    stage again (same fingerprint) after a crash or a kill skips them. `model` is a model
+    directory or a `models` version id or name."""
+    from swerl.train.checkpoint import resolve_model
+
+    ref = resolve_model(lake, model)
+    tasks_v = lake.resolve("tasks", tasks).version
+    inputs = {"tasks": tasks_v, "models": ref.id}
+    task_list = load_tasks(tasks_v, root=lake.root)
+    if pool is not None:
+        pool_v = lake.resolve("task_pool", pool)
+        inputs["task_pool"] = pool_v.version
+        kept = {
+            r["instance_id"]
+            for r in lake.read("task_pool", pool_v.version).to_pylist()
+            if r["kept"]
+        }
+        task_list = [t for t in task_list if t.instance_id in kept]
+    if limit is not None:
+        task_list = task_list[:limit]
+    if not task_list:
+        raise ValueError(f"no tasks to roll out (tasks {tasks_v}, pool {pool})")
+    parameters = {
+        "config": _config_record(config),
+        "generator": generator,
+        "server_url": server_url,
+        "seed": seed,
+        "instances": [t.instance_id for t in task_list],
+    }
+    fp = lake.fingerprint("trajectories", stage="rollout", parameters=parameters, inputs=inputs)
+    if not force:
+        done_t = lake.find("trajectories", fp)
+        done_u = lake.find(
+            "turns",
+            lake.fingerprint("turns", stage="rollout", parameters=parameters, inputs=inputs),
+        )
+        if done_t is not None and done_u is not None:
+            return RolloutOutput(done_t.version, done_u.version, True, 0)
+
+    work = lake.work_dir("rollout", fp)
+    finished = _load_finished(work)
+    skip = {key for key in finished}
+    gen, chat = make_generator(ref.path, generator, server_url=server_url, device=device, seed=seed)
+    batching = BatchingGenerator(gen, max_batch=max_batch)
+    total = len(task_list) * config.samples
+    count = [len(skip)]
+
+    def save(rows: EpisodeRows) -> None:
+        _save_episode(work, rows)
+        count[0] += 1
+        if progress is not None:
+            progress(count[0], total)
+
+    try:
+        run_rollouts(
+            task_list, batching, chat, config, policy_version=ref.id, skip=skip, on_episode=save
+        )
+    finally:
+        batching.close()
+    episodes = _load_finished(work)
+    order = {(t.instance_id, s): i for i, t in enumerate(task_list) for s in range(config.samples)}
+    rows = sorted(episodes.values(), key=lambda r: order[r.key])
+    with lake.writer(
+        "trajectories", stage="rollout", parameters=parameters, inputs=inputs, info=info
+    ) as tw:
+        for r in rows:
+            tw.write([r.trajectory])
+        with lake.writer(
+            "turns", stage="rollout", parameters=parameters, inputs=inputs, info=info
+        ) as uw:
+            uw.write([turn for r in rows for turn in r.turns])
+    shutil.rmtree(work, ignore_errors=True)
+    return RolloutOutput(tw.version, uw.version, False, len(skip))
+
+
+def make_generator(
+    model_dir: Path, kind: str, *, server_url: str | None, device: str, seed: int
+) -> tuple[Generator, ChatFormat]:
+    """The generator backend `kind` for a model directory, and the model's chat format."""
+    from transformers import AutoTokenizer
+
+    chat = ChatFormat(AutoTokenizer.from_pretrained(model_dir))
+    if kind == "hf":
+        from swerl.inference.hf import HFGenerator
+
+        return HFGenerator(model_dir, device=device, seed=seed), chat
+    if kind == "vllm":
+        from swerl.inference.vllm import VLLMGenerator
+
+        return VLLMGenerator(model_dir, seed=seed), chat
+    if kind == "vllm-server":
+        from swerl.inference.vllm_server import VLLMServerGenerator
+
+        if not server_url:
+            raise ValueError("generator vllm-server needs server_url")
+        return VLLMServerGenerator(server_url, model=str(model_dir)), chat
+    raise ValueError(f"unknown generator {kind!r}: use hf, vllm or vllm-server")
+
+
+def _save_episode(work: Path, rows: EpisodeRows) -> None:
+    """One file per finished episode, written whole then renamed (a kill leaves no half file)."""
+    instance, sample = rows.key
+    target = work / f"{instance}.{sample}.pkl"
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(rows))
+    os.replace(tmp, target)
+
+
+def _load_finished(work: Path) -> dict[tuple[str, int], EpisodeRows]:
+    out = {}
+    for f in sorted(work.glob("*.pkl")):
+        rows = pickle.loads(f.read_bytes())
+        out[rows.key] = rows
+    return out

@@ -1,0 +1,50 @@
+"""How every stage reports itself in Prefect: a table artifact of its key figures, a markdown
+artifact saying what ran (inputs -> outputs) with a ready DuckDB query, and the flow run's
+identity for the output manifests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+
+def run_info() -> dict[str, Any]:
+    """Goes into the `info` of every manifest a flow writes: which flow run made it."""
+    return {
+        "flow_run_id": str(flow_run.id) if flow_run.id else None,
+        "flow_run_name": flow_run.name,
+        "flow_name": flow_run.flow_name,
+        "deployment": flow_run.deployment_id and str(flow_run.deployment_id),
+    }
+
+
+def report_stage(
+    stage: str,
+    *,
+    inputs: dict[str, str],
+    outputs: dict[str, str],
+    figures: dict[str, Any],
+    query: str,
+    reused: bool = False,
+) -> None:
+    """Publish the stage's two artifacts; keys use the stage's name (`filter-tasks`, ...)."""
+    key = stage.replace("_", "-")
+    create_table_artifact(
+        key=f"{key}-figures",
+        table=[{"figure": k, "value": v} for k, v in figures.items()],
+        description=f"{stage}: key figures",
+    )
+    lines = [f"## {stage}", ""]
+    if reused:
+        lines += [
+            "The same inputs, parameters and code ran before: the existing output was reused "
+            "(`force=true` makes a new version).",
+            "",
+        ]
+    lines += ["| | dataset | version |", "|---|---|---|"]
+    lines += [f"| input | {d} | `{v}` |" for d, v in inputs.items()]
+    lines += [f"| output | {d} | `{v}` |" for d, v in outputs.items()]
+    lines += ["", "Inspect it:", "", "```bash", f'swerl sql "{query}"', "```"]
+    create_markdown_artifact(key=f"{key}-summary", markdown="\n".join(lines), description=stage)
