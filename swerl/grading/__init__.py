@@ -2,7 +2,7 @@
 
 `grade_log(task, log_text)` turns a test log into a `Grade` (resolved flag, per-test status in the
 official report shape, outcome, detail); `reward(resolved, turns, max_turns)` is PAPER.md section
-4's reward with the turn penalty. See docs/grading.md.
+4's reward with the turn penalty. See the README, "Grading".
 """
 
 from swerl.grading.grade import OUTCOMES, Grade

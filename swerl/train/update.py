@@ -26,7 +26,7 @@ head calls the decoder directly). Not supported yet: FSDP / DeepSpeed ZeRO shard
 (the LM-head weight would have to be gathered for `sequence_logprobs`); `update_policy` refuses
 them with a message. RFT (`train/rft.py`) runs under both.
 
-Where we deviate from, or add to, the paper: see docs/dapo.md (sample std, tolerance, optional TIS).
+Where we deviate from, or add to, the paper: see the README, "The DAPO update" (sample std, tolerance, optional TIS).
 The last minibatch of an epoch may be smaller than `batch_size` (it is kept, not dropped).
 """
 

@@ -10,7 +10,7 @@ the expected and the actual outcome, never the fix), the gold `patch`, a `test_p
 tests that expose the bug, and FAIL_TO_PASS / PASS_TO_PASS found by running pytest. Rows carry
 the repository itself (`repo_files`; `swerl.swe.repo.materialize_repo` rebuilds it at
 `base_commit`) and the test command (`install_config`): any image with python3 and pytest runs it.
-Train and eval tasks share no surface names (`vocab.py`). See docs/toy.md.
+Train and eval tasks share no surface names (`vocab.py`). See the README, "The toy-SWE suite".
 """
 
 from __future__ import annotations
