@@ -9,6 +9,7 @@
     swerl images build --tasks NAME            per-task sandbox images
     swerl sandbox reap                         remove orphaned sandbox containers
     swerl models tiny --out DIR                a tiny local model for tests and the demo
+    swerl train rft | swerl train update       rejection fine-tuning, one DAPO update round
 
 `--data DIR` (or `$SWERL_DATA`) picks the lake root; default `data/`.
 """
@@ -459,6 +460,106 @@ def sandbox_reap(
         f"removed {len(removed)} sandbox container(s)"
         + (f": {', '.join(removed)}" if removed else "")
     )
+
+
+# ---- training ------------------------------------------------------------------------------------
+
+train_app = typer.Typer(
+    help="Train models: rejection fine-tuning and DAPO update rounds.", no_args_is_help=True
+)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("rft")
+def train_rft_command(
+    model: Annotated[str, typer.Option(help="Base model: a `models` version or a HF directory.")],
+    trajectories: Annotated[
+        list[str], typer.Option(help="`trajectories` version(s) (id or name); repeat for several.")
+    ],
+    turns: Annotated[
+        str | None, typer.Option(help="`turns` version with per-turn format errors.")
+    ] = None,
+    epochs: Annotated[float, typer.Option(help="Passes over the data.")] = 1.0,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (cosine to 0).")] = 5e-6,
+    warmup_steps: Annotated[int, typer.Option(help="Linear warmup steps.")] = 10,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.1,
+    batch_size: Annotated[int, typer.Option(help="Trajectories per optimizer step.")] = 64,
+    micro_batch_size: Annotated[int, typer.Option(help="Trajectories per forward/backward.")] = 1,
+    max_length: Annotated[int, typer.Option(help="Longer trajectories are dropped.")] = 65536,
+    max_per_task: Annotated[int | None, typer.Option(help="Cap per task (default: all).")] = None,
+    bf16: Annotated[bool, typer.Option(help="bfloat16 mixed precision (GPU).")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the data order.")] = 0,
+    name: Annotated[str | None, typer.Option(help="Name of the new models version.")] = None,
+) -> None:
+    """Rejection fine-tuning: resolved trajectories -> a new `models` version."""
+    from swerl.train.checkpoint import CheckpointError
+    from swerl.train.rft import RFTConfig, RFTDataError, train_rft
+
+    try:
+        config = RFTConfig(
+            epochs=epochs,
+            lr=lr,
+            warmup_steps=warmup_steps,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            micro_batch_size=micro_batch_size,
+            max_length=max_length,
+            max_per_task=max_per_task,
+            bf16=bf16,
+            gradient_checkpointing=gradient_checkpointing,
+            seed=seed,
+        )
+        version = train_rft(lake(), model, trajectories, config, turns_version=turns, name=name)
+    except (ValueError, CheckpointError, RFTDataError, *USER_ERRORS) as e:
+        fail(str(e))
+    console.print(f"models version {version.version} at {version.path}")
+
+
+@train_app.command("update")
+def train_update_command(
+    policy: Annotated[str, typer.Option(help="Policy: a `models` version or a HF directory.")],
+    trajectories: Annotated[str, typer.Option(help="`trajectories` version (id or name).")],
+    iteration: Annotated[int, typer.Option(help="The DAPO iteration to train on.")],
+    eps_low: Annotated[float, typer.Option(help="Lower clip: 1 - eps_low.")] = 0.2,
+    eps_high: Annotated[
+        float, typer.Option(help="Upper clip: 1 + eps_high (paper 0.3/0.26).")
+    ] = 0.28,
+    batch_size: Annotated[int, typer.Option(help="Trajectories per optimizer step.")] = 128,
+    micro_batch_size: Annotated[int, typer.Option(help="Trajectories per forward/backward.")] = 1,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-6,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.1,
+    max_grad_norm: Annotated[float, typer.Option(help="Gradient clip.")] = 1.0,
+    tis_cap: Annotated[
+        float | None, typer.Option(help="Truncated importance sampling cap (off).")
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(help="Tokens per LM-head chunk.")] = 1024,
+    temperature: Annotated[float, typer.Option(help="The sampler's temperature.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the minibatch shuffle.")] = 0,
+    name: Annotated[str | None, typer.Option(help="Name of the new models version.")] = None,
+) -> None:
+    """One DAPO update round: iteration k's trajectories + policy k -> policy k+1."""
+    from swerl.train.checkpoint import CheckpointError
+    from swerl.train.update import UpdateConfig, UpdateError, update_policy
+
+    try:
+        config = UpdateConfig(
+            eps_low=eps_low,
+            eps_high=eps_high,
+            batch_size=batch_size,
+            micro_batch_size=micro_batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            max_grad_norm=max_grad_norm,
+            tis_cap=tis_cap,
+            chunk_size=chunk_size,
+            temperature=temperature,
+            seed=seed,
+        )
+        version = update_policy(lake(), policy, trajectories, iteration, config, name=name)
+    except (ValueError, CheckpointError, UpdateError, *USER_ERRORS) as e:
+        fail(str(e))
+    console.print(f"models version {version.version} at {version.path}")
 
 
 if __name__ == "__main__":
