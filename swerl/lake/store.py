@@ -231,12 +231,7 @@ class Lake:
         `write()` does, and stages call `find()` before doing their work. `info` is provenance
         that does not change the output (flow run, host, companion versions): it goes into the
         manifest but not into the fingerprint."""
-        _check_dataset_name(dataset)
-        if name is not None and not VERSION_NAME.match(name):
-            raise LakeError(
-                f"version name {name!r} for dataset {dataset!r} must be letters, digits, '.', '_' "
-                "or '-', starting with a letter or digit"
-            )
+        _check_names(dataset, name)
         if dataset in SCHEMAS and schema is not None:
             raise LakeError(f"dataset {dataset!r} has a registered schema; do not pass another")
         w = DatasetWriter(
@@ -269,7 +264,7 @@ class Lake:
     ) -> Iterator[DirectoryWriter]:
         """A new version that is a directory of files (a model checkpoint in Hugging Face format):
         write into `w.path`; published atomically on a clean exit, discarded on an exception."""
-        _check_dataset_name(dataset)
+        _check_names(dataset, name)
         w = DirectoryWriter(
             self, dataset, stage, dict(parameters or {}), dict(inputs or {}), name, dict(info or {})
         )
@@ -370,10 +365,7 @@ class DatasetWriter:
     @property
     def staging(self) -> Path:
         if self._staging is None:
-            host = socket.gethostname().replace(".", "-")
-            tag = f"{self.dataset}.{self.version}.{host}.{os.getpid()}"
-            self._staging = self.lake.root / STAGING / tag
-            self._staging.mkdir(parents=True)
+            self._staging = _new_staging(self.lake, self.dataset, self.version)
         return self._staging
 
     def write(self, data: pa.Table | pa.RecordBatch | list[dict[str, Any]]) -> None:
@@ -463,10 +455,7 @@ class DirectoryWriter:
     path: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        host = socket.gethostname().replace(".", "-")
-        tag = f"{self.dataset}.{self.version}.{host}.{os.getpid()}"
-        self.path = self.lake.root / STAGING / tag
-        self.path.mkdir(parents=True)
+        self.path = _new_staging(self.lake, self.dataset, self.version)
 
     def publish(self) -> None:
         files = sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*") if p.is_file())
@@ -563,6 +552,23 @@ def _check_required(table: pa.Table, dataset: str) -> pa.Table:
                 f"{table.column(f.name).null_count} null value(s)"
             )
     return table
+
+
+def _new_staging(lake: Lake, dataset: str, version: str) -> Path:
+    """A fresh staging folder, named so `clean_staging` can tell whether its writer lives."""
+    host = socket.gethostname().replace(".", "-")
+    path = lake.root / STAGING / f"{dataset}.{version}.{host}.{os.getpid()}"
+    path.mkdir(parents=True)
+    return path
+
+
+def _check_names(dataset: str, name: str | None) -> None:
+    _check_dataset_name(dataset)
+    if name is not None and not VERSION_NAME.match(name):
+        raise LakeError(
+            f"version name {name!r} for dataset {dataset!r} must be letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
 
 
 def _check_dataset_name(dataset: str) -> None:
