@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Protocol
 
-from swerl.agent.parse import Call, UsageError
+from swerl.agent.parse import Call, UsageError, parse_call
 
 TRUNCATED = "\n[... {n} characters cut: the output was longer than {limit} characters ...]\n"
 
@@ -80,6 +80,14 @@ class Tools:
             obs.text = text + self.prompt_line()
         return obs
 
+    def run(self, command: str) -> Observation:
+        """Parse and execute one command (the text of a ```command block)."""
+        try:
+            call = parse_call(command)
+        except UsageError as e:  # a call that does not even parse
+            return self.execute_error(str(e))
+        return self.execute(call)
+
     def execute_error(self, message: str) -> Observation:
         """The observation for a command that could not be parsed."""
         return Observation(message + "\n" + self.prompt_line(), tool_error=True)
@@ -102,11 +110,8 @@ class Tools:
     def _tool_bash(self, call: Call) -> Observation:
         result = self.sandbox.run(call.raw, timeout=self.config.command_timeout)
         text = result.output
-        if result.timed_out:
-            text += (
-                f"\nError: the command ran longer than {self.config.command_timeout:g} seconds and "
-                "was killed. Run long jobs on a smaller input."
-            )
+        if result.timed_out:  # the sandbox appends its own note with the limit; add the advice
+            text += "\nRun long jobs on a smaller input, or in the background with a time limit."
         elif not text.strip():
             text = "(no output" + (f", exit code {result.exit_code})" if result.exit_code else ")")
         return Observation(text, timed_out=result.timed_out)
@@ -226,21 +231,36 @@ class Tools:
 
     def _tool_search_file(self, call: Call) -> Observation:
         if not 1 <= len(call.args) <= 2:
-            raise UsageError("usage: search_file TERM [FILE]")
+            raise UsageError("usage: search_file TERM [FILE or DIRECTORY]")
         term = call.args[0]
+        if not term:
+            raise UsageError("search_file: TERM is empty")
         path = (
             self._path(call.args[1]) if len(call.args) == 2 else self._require_open("search_file")
         )
-        lines = self._read_lines(path)
-        hits = [(i, line) for i, line in enumerate(lines, start=1) if term in line]
+        if self._kind(path) == "dir":
+            hits = self._grep_dir(term, path)
+        else:
+            lines = self._read_lines(path)
+            hits = [
+                f"{i}:{line.rstrip(chr(10))}" for i, line in enumerate(lines, 1) if term in line
+            ]
         if not hits:
             return Observation(f'No matches for "{term}" in {path}\n')
         shown = hits[: self.config.max_search_matches]
-        out = [f'Found {len(hits)} matches for "{term}" in {path}:']
-        out += [f"{i}:{line.rstrip(chr(10))}" for i, line in shown]
+        out = [f'Found {len(hits)} matches for "{term}" in {path}:', *shown]
         if len(hits) > len(shown):
             out.append(f"[{len(hits) - len(shown)} more matches not shown; refine the term]")
         return Observation("\n".join(out) + "\n")
+
+    def _grep_dir(self, term: str, path: str) -> list[str]:
+        """`FILE:LINE:TEXT` for every line holding `term` under directory `path` (not .git)."""
+        result = self.sandbox.run(
+            f"grep -rnIF --exclude-dir=.git -e {shlex.quote(term)} {shlex.quote(path)} "
+            f"| head -n {self.config.max_search_matches * 10 + 1}",
+            timeout=self.config.command_timeout,
+        )
+        return [line for line in result.output.splitlines() if line]
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -252,12 +272,16 @@ class Tools:
     def _exists(self, path: str) -> bool:
         return self.sandbox.run(f"test -e {shlex.quote(path)}", timeout=10).exit_code == 0
 
-    def _read_lines(self, path: str) -> list[str]:
-        check = self.sandbox.run(
-            f"if [ -d {shlex.quote(path)} ]; then echo dir; elif [ -f {shlex.quote(path)} ]; "
-            "then echo file; else echo missing; fi",
+    def _kind(self, path: str) -> str:
+        """`file`, `dir` or `missing`."""
+        q = shlex.quote(path)
+        return self.sandbox.run(
+            f"if [ -d {q} ]; then echo dir; elif [ -f {q} ]; then echo file; else echo missing; fi",
             timeout=10,
         ).output.strip()
+
+    def _read_lines(self, path: str) -> list[str]:
+        check = self._kind(path)
         if check == "missing":
             raise UsageError(f"File {path} not found")
         if check == "dir":
