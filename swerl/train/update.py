@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -150,7 +151,7 @@ class Sample:
 def update_policy(
     lake: Lake,
     policy: str,
-    trajectories_version: str,
+    trajectories_version: str | Sequence[str],
     iteration: int,
     config: UpdateConfig = UpdateConfig(),
     *,
@@ -159,7 +160,9 @@ def update_policy(
 ) -> Version:
     """Train `policy` (a `models` version or a model directory) for one epoch on the trajectories
     of `iteration` in `trajectories_version`; return the new `models` version (or the existing
-    one with the same fingerprint). Runs on every process of an accelerate launch."""
+    one with the same fingerprint). Several trajectory versions (the rollout batches of one
+    iteration under dynamic sampling, or shards) are trained on as one set. Runs on every process
+    of an accelerate launch."""
     import torch
     from accelerate import Accelerator, DistributedType
     from accelerate.utils import broadcast_object_list
@@ -171,10 +174,15 @@ def update_policy(
             "configs/accelerate/ddp.yaml (see the module docstring)"
         )
     ref = resolve_model(lake, policy)
-    traj = lake.resolve("trajectories", trajectories_version)
-    source = f"trajectories version {traj.version} iteration {iteration}"
+    wanted = (
+        [trajectories_version] if isinstance(trajectories_version, str) else trajectories_version
+    )
+    versions = sorted({lake.resolve("trajectories", v).version for v in wanted})
+    if not versions:
+        raise UpdateError("no trajectories version given")
+    source = f"trajectories version(s) {', '.join(versions)} iteration {iteration}"
     parameters = {**asdict(config), "iteration": iteration}
-    inputs = {"trajectories": traj.version, "models": ref.id}
+    inputs = {"trajectories": ",".join(versions), "models": ref.id}
     existing = lake.find(
         "models",
         lake.fingerprint("models", stage=STAGE, parameters=parameters, inputs=inputs, name=name),
@@ -183,7 +191,7 @@ def update_policy(
         return existing
 
     # ---- data: one iteration, checked, advantages, zero-advantage samples dropped -------------
-    table = _read_iteration(lake, traj.version, iteration, source)
+    table = _read_iteration(lake, versions, iteration, source)
     model, tokenizer = load_model(ref)
     check_token_ids(lake, tokenizer, model.get_output_embeddings().weight.shape[0], table, source)
     samples, dropped = _kept_samples(table, config, source)
@@ -278,7 +286,7 @@ def _ids_sha256(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
-def _read_iteration(lake: Lake, version: str, iteration: int, source: str) -> pa.Table:
+def _read_iteration(lake: Lake, versions: list[str], iteration: int, source: str) -> pa.Table:
     columns = [
         "trajectory_id",
         "group_id",
@@ -290,7 +298,9 @@ def _read_iteration(lake: Lake, version: str, iteration: int, source: str) -> pa
         "sampler_logprobs",
         "reward",
     ]
-    table = lake.read("trajectories", version, columns=columns)
+    table = pa.concat_tables(
+        [lake.read("trajectories", v, columns=columns) for v in versions], promote_options="default"
+    )
     table = table.filter(pc.equal(table["iteration"], iteration))
     if table.num_rows == 0:
         raise UpdateError(f"{source}: no trajectories of that iteration")

@@ -197,7 +197,9 @@ def test_text_only_and_tokenless_trajectories_are_refused(tiny, tmp_path):
     rows[0]["generator"] = "openai-chat"
     rows[1]["token_ids"] = None
     tv = write_trajectories(lake, rows)
-    with pytest.raises(UpdateError, match=rf"trajectories version {tv}.*openai-chat.*no token_ids"):
+    with pytest.raises(
+        UpdateError, match=rf"trajectories version\(s\) {tv}.*openai-chat.*no token_ids"
+    ):
         update_policy(lake, str(tiny), tv, 0, CONFIG)
     assert _nothing_published(lake)
 
