@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import swerl
+from swerl.lake import Lake
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
+
+STAGE = "tiny_model"
 
 # torch / transformers / tokenizers are imported inside the functions, so that importing this
 # module (the CLI does) stays fast.
@@ -138,3 +141,17 @@ def build_tiny_model(
     tokenizer.save_pretrained(out)
     (out / "swerl_tiny.json").write_text(json.dumps(asdict(spec), indent=2))
     return out
+
+
+def publish_tiny_model(lake: Lake, spec: TinySpec = TinySpec(), name: str = "tiny") -> str:
+    """Build a tiny model straight into the lake as a `models` version named `name` (the base
+    policy of the dev-tiny config); the same spec and code return the existing version."""
+    parameters = asdict(spec)
+    existing = lake.find(
+        "models", lake.fingerprint("models", stage=STAGE, parameters=parameters, name=name)
+    )
+    if existing is not None:
+        return existing.version
+    with lake.directory("models", stage=STAGE, parameters=parameters, name=name) as w:
+        build_tiny_model(w.path, spec)
+    return w.version

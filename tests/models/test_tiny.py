@@ -66,3 +66,17 @@ def test_bad_specs_and_existing_directory(tmp_path, tiny):
         TinySpec(vocab_size=100)
     with pytest.raises(FileExistsError, match="not empty"):
         build_tiny_model(tiny, TinySpec(vocab_size=400), CORPUS)
+
+
+def test_publish_tiny_model_is_a_models_version_reused_on_rerun(tmp_path):
+    from swerl.lake import Lake
+    from swerl.models.tiny import publish_tiny_model
+    from swerl.train.checkpoint import resolve_model
+
+    lake = Lake(tmp_path)
+    spec = TinySpec(vocab_size=400, hidden_size=32, layers=1, intermediate_size=64)
+    version = publish_tiny_model(lake, spec, name="tiny-base")
+    assert publish_tiny_model(lake, spec, name="tiny-base") == version
+    ref = resolve_model(lake, "tiny-base")
+    assert ref.version == version and (ref.path / "config.json").is_file()
+    assert lake.manifest("models", version)["parameters"]["hidden_size"] == 32
