@@ -161,6 +161,11 @@ class Transcript:
         ids = chat.prompt_ids(messages)
         return cls(chat, messages, ids, [0] * len(ids), [0.0] * len(ids), [])
 
+    @property
+    def prompt_tokens(self) -> int:
+        """Tokens of the first prompt (system + issue + generation prompt)."""
+        return self.loss_mask.index(1) if 1 in self.loss_mask else len(self.token_ids)
+
     def add_assistant(self, ids: list[int], logprobs: list[float]) -> str:
         """Append a sampled turn as is; returns its message text."""
         if len(ids) != len(logprobs):
@@ -173,9 +178,18 @@ class Transcript:
         self.logprobs += list(logprobs)
         return text
 
+    def close_turn(self) -> None:
+        """End a reply that was cut before its end-of-turn token: append that token, not sampled
+        (loss mask 0, log-prob 0), so the conversation can go on."""
+        if not self.sampled or self.token_ids[-1] == self.chat.end_of_turn_id:
+            raise ValueError("only a cut assistant turn (no end-of-turn token yet) can be closed")
+        self.token_ids.append(self.chat.end_of_turn_id)
+        self.loss_mask.append(0)
+        self.logprobs.append(0.0)
+
     def add_observation(self, text: str) -> int:
         """Append an observation as the template's token delta; returns how many ids it took."""
-        if not self.sampled or self.sampled[-1][-1:] != [self.chat.end_of_turn_id]:
+        if not self.sampled or self.token_ids[-1] != self.chat.end_of_turn_id:
             raise ValueError("an observation can only follow an assistant turn that ended")
         delta = self.chat.observation_ids(text)
         self.messages.append({"role": "user", "content": text})
@@ -190,4 +204,9 @@ class Transcript:
 
     def fidelity_mismatches(self) -> int:
         """Token positions where a from-scratch rendering of the messages differs (0 expected)."""
-        return count_mismatches(self.chat.expected_ids(self.messages, self.sampled), self.token_ids)
+        expected = self.chat.expected_ids(self.messages, self.sampled)
+        eot = self.chat.end_of_turn_id
+        last_cut = self.messages[-1]["role"] == "assistant" and self.sampled[-1][-1:] != [eot]
+        if last_cut and self.token_ids[-1] == eot:  # the last turn was cut and closed
+            expected.append(eot)
+        return count_mismatches(expected, self.token_ids)

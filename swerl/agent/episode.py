@@ -1,13 +1,22 @@
 """One episode: the policy and a sandbox take turns until `submit`, the turn limit or the context
-limit (PAPER.md section 2; terminations per our section 9).
+limit (PAPER.md section 2; terminations per our section 9), then its score.
 
     result = run_episode(chat, generate, sandbox, system_prompt, issue_prompt, EpisodeConfig())
+    score = score_episode(task, result, backend="docker", max_turns=40)
 
-Each turn's token budget is what is left of `max_context_tokens`; a turn that runs out of it, or an
-observation that would not leave room for another turn, ends the episode with `context_limit`.
+Each turn's token budget is what is left of `max_context_tokens` (capped by `max_turn_tokens`
+when set). A turn that runs out of the context, or an observation that would not leave room for
+another turn, ends the episode with `context_limit`; the trajectory keeps every token up to there.
 Format errors (no or several command blocks) and tool misuse are answered with an error
-observation; the turn counts and the episode goes on. Grading happens elsewhere, in a fresh
-sandbox, on `result.patch`.
+observation; the turn counts and the episode goes on. A turn cut by `max_turn_tokens` (our knob,
+off by default, the paper has none) is closed with the end-of-turn token, which is not sampled
+(loss mask 0), and answered as a format error. The generator failing ends the episode with
+`generation_error`, the sandbox failing (`SandboxError`, or an OS/engine error on a file
+transfer) with `sandbox_error`; other exceptions are bugs and propagate.
+
+`score_episode` grades the final diff in a fresh sandbox (`grade_patch`): submitted episodes
+always, unsubmitted ones (turn or context limit, generation error) too unless
+`grade_unsubmitted=False`, which scores them 0 (PAPER.md section 9). The reward is section 4's.
 """
 
 from __future__ import annotations
@@ -18,11 +27,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from swerl.agent.chat import ChatFormat, Transcript
-from swerl.agent.parse import UsageError, extract_command, parse_call
+from swerl.agent.parse import extract_command
 from swerl.agent.tools import Sandbox, ToolConfig, Tools
+from swerl.grading import Grade, grade_patch
+from swerl.grading.reward import turn_penalty
 from swerl.inference.base import Completion, SamplingParams
+from swerl.sandbox import SandboxError
+from swerl.swe.task import Task
 
 TERMINATIONS = ("submitted", "max_turns", "context_limit", "generation_error", "sandbox_error")
+SANDBOX_FAILURES = (SandboxError, OSError)  # docker's API errors are OSErrors (requests)
+CUT_TURN = (
+    "Format error: your reply was cut at {n} tokens before it ended; write shorter replies with "
+    "exactly one ```command block."
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +51,8 @@ class EpisodeConfig:
     """Assistant turns before the episode is cut (`max_turns`)."""
     max_context_tokens: int = 65_536
     """Prompt + every turn and observation must fit in this many tokens."""
+    max_turn_tokens: int | None = None
+    """Most tokens one reply may sample (None: whatever is left of the context)."""
     sampling: SamplingParams = SamplingParams()
     """Rollout sampling; `max_tokens` and stop tokens are set per turn."""
     tools: ToolConfig = ToolConfig()
@@ -43,6 +63,8 @@ class EpisodeConfig:
             raise ValueError(f"max_turns must be >= 1, got {self.max_turns}")
         if self.max_context_tokens < 16:
             raise ValueError(f"max_context_tokens must be >= 16, got {self.max_context_tokens}")
+        if self.max_turn_tokens is not None and self.max_turn_tokens < 1:
+            raise ValueError(f"max_turn_tokens must be >= 1 or None, got {self.max_turn_tokens}")
 
 
 @dataclass
@@ -69,8 +91,11 @@ class EpisodeResult:
     patch: str | None
     error: str | None = None
     generation_s: float = 0.0
+    """Seconds waiting for the generator."""
     tool_s: float = 0.0
+    """Seconds in sandbox calls: the tools and the final diff."""
     total_s: float = 0.0
+    """Wall time of `run_episode`."""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -81,6 +106,10 @@ class EpisodeResult:
     def format_errors(self) -> int:
         return sum(t.format_error for t in self.turns)
 
+    @property
+    def tool_errors(self) -> int:
+        return sum(t.tool_error for t in self.turns)
+
 
 def run_episode(
     chat: ChatFormat,
@@ -90,6 +119,7 @@ def run_episode(
     issue_prompt: str,
     config: EpisodeConfig = EpisodeConfig(),
 ) -> EpisodeResult:
+    """Play one episode in `sandbox` (see the module docstring)."""
     started = time.monotonic()
     transcript = Transcript.start(chat, system_prompt, issue_prompt)
     tools = Tools(sandbox, config.tools)
@@ -101,8 +131,9 @@ def run_episode(
         if budget < 1:
             termination = "context_limit"
             break
+        cap = min(budget, config.max_turn_tokens or budget)
         params = dataclasses.replace(
-            config.sampling, max_tokens=budget, stop_token_ids=(chat.end_of_turn_id,)
+            config.sampling, max_tokens=cap, stop_token_ids=(chat.end_of_turn_id,)
         )
         t0 = time.monotonic()
         try:
@@ -112,92 +143,49 @@ def run_episode(
             break
         gen_s = time.monotonic() - t0
         gen_total += gen_s
-        logprobs = completion.logprobs or [0.0] * len(completion.token_ids)
+        n = len(completion.token_ids)
+        logprobs = completion.logprobs if completion.logprobs is not None else [0.0] * n
         message = transcript.add_assistant(completion.token_ids, logprobs)
-        if completion.finish_reason != "stop":
-            turns.append(
-                TurnRecord(
-                    index, None, "", False, False, False, len(completion.token_ids), 0, gen_s, 0.0
-                )
-            )
-            termination = "context_limit"
+        ended = completion.finish_reason == "stop"
+        if not ended and cap == budget:  # (a cut turn, cap < budget, leaves room to close it)
+            turns.append(TurnRecord(index, None, "", False, False, False, n, 0, gen_s, 0.0))
+            termination = "context_limit"  # the reply ran out of context
             break
 
         t0 = time.monotonic()
-        parsed = extract_command(message)
-        command, format_error, tool_error, timed_out, submitted = (
-            parsed.command,
-            False,
-            False,
-            False,
-            False,
-        )
+        command, tool_error, timed_out, submitted = None, False, False, False
         try:
-            if parsed.format_error is not None:
-                format_error = True
-                text = parsed.format_error + "\n" + tools.prompt_line()
+            if not ended:  # cut by max_turn_tokens: close it (not sampled), never execute it
+                transcript.close_turn()
+                text, format_error = CUT_TURN.format(n=n) + "\n" + tools.prompt_line(), True
             else:
-                try:
-                    obs = tools.execute(parse_call(parsed.command))
-                except UsageError as e:  # a call that does not even parse
-                    obs = tools.execute_error(str(e))
-                text, tool_error, timed_out, submitted = (
-                    obs.text,
-                    obs.tool_error,
-                    obs.timed_out,
-                    obs.submitted,
-                )
-        except Exception as e:  # the sandbox itself failed (container gone, engine down)
+                parsed = extract_command(message)
+                command, format_error = parsed.command, parsed.format_error is not None
+                if parsed.format_error is not None:
+                    text = parsed.format_error + "\n" + tools.prompt_line()
+                else:
+                    obs = tools.run(parsed.command)
+                    text, tool_error = obs.text, obs.tool_error
+                    timed_out, submitted = obs.timed_out, obs.submitted
+        except SANDBOX_FAILURES as e:  # the sandbox itself failed (container gone, engine down)
+            tool_s = time.monotonic() - t0
+            tool_total += tool_s
             termination, error = "sandbox_error", f"{type(e).__name__}: {e}"
-            turns.append(
-                TurnRecord(
-                    index,
-                    command,
-                    "",
-                    format_error,
-                    False,
-                    False,
-                    len(completion.token_ids),
-                    0,
-                    gen_s,
-                    time.monotonic() - t0,
-                )
-            )
+            turns.append(TurnRecord(index, command, "", False, False, False, n, 0, gen_s, tool_s))
             break
         tool_s = time.monotonic() - t0
         tool_total += tool_s
 
         if submitted:
-            turns.append(
-                TurnRecord(
-                    index,
-                    command,
-                    "",
-                    False,
-                    False,
-                    False,
-                    len(completion.token_ids),
-                    0,
-                    gen_s,
-                    tool_s,
-                )
-            )
+            turns.append(TurnRecord(index, command, "", False, False, False, n, 0, gen_s, tool_s))
             termination = "submitted"
             break
         cost = transcript.observation_cost(text)
-        record = TurnRecord(
-            index,
-            command,
-            text,
-            format_error,
-            tool_error,
-            timed_out,
-            len(completion.token_ids),
-            cost,
-            gen_s,
-            tool_s,
+        turns.append(
+            TurnRecord(
+                index, command, text, format_error, tool_error, timed_out, n, cost, gen_s, tool_s
+            )
         )
-        turns.append(record)
         if len(transcript.token_ids) + cost >= config.max_context_tokens:
             termination = "context_limit"  # no room for the observation and another turn
             break
@@ -205,10 +193,12 @@ def run_episode(
 
     patch = None
     if termination != "sandbox_error":
+        t0 = time.monotonic()
         try:
             patch = sandbox.diff()
-        except Exception as e:
+        except SANDBOX_FAILURES as e:
             termination, error = "sandbox_error", f"diff failed: {type(e).__name__}: {e}"
+        tool_total += time.monotonic() - t0
     return EpisodeResult(
         transcript,
         turns,
@@ -219,3 +209,46 @@ def run_episode(
         tool_s=tool_total,
         total_s=time.monotonic() - started,
     )
+
+
+@dataclass(frozen=True)
+class Score:
+    """How an episode scored: the grade (None when not graded) and PAPER.md section 4's reward."""
+
+    grade: Grade | None
+    resolved: bool
+    reward: float
+    turn_penalty: float
+    grading_s: float
+
+    @property
+    def outcome(self) -> str:
+        return self.grade.outcome if self.grade else "not_graded"
+
+
+def score_episode(
+    task: Task,
+    result: EpisodeResult,
+    *,
+    backend: str,
+    max_turns: int,
+    threshold: int = 10,
+    grade_unsubmitted: bool = True,
+    timeout: float = 1800.0,
+) -> Score:
+    """Grade `result.patch` in a fresh sandbox and compute the reward. Not graded (resolved
+    False): a sandbox error (no trustworthy diff), an empty patch, and unsubmitted episodes when
+    `grade_unsubmitted` is False."""
+    graded = (
+        result.termination != "sandbox_error"
+        and bool(result.patch and result.patch.strip())
+        and (result.submitted or grade_unsubmitted)
+    )
+    grade, grading_s = None, 0.0
+    if graded:
+        t0 = time.monotonic()
+        grade = grade_patch(task, result.patch, backend=backend, timeout=timeout)
+        grading_s = time.monotonic() - t0
+    resolved = bool(grade and grade.resolved)
+    penalty = turn_penalty(len(result.turns), max_turns, threshold)
+    return Score(grade, resolved, float(resolved) + penalty, penalty, grading_s)

@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from swerl.agent.chat import ChatFormat
-from swerl.agent.episode import EpisodeConfig, run_episode
-from swerl.grading import grade_patch
-from swerl.grading.reward import turn_penalty
+from swerl.agent.episode import EpisodeConfig, run_episode, score_episode
 from swerl.inference.base import Generator
 from swerl.inference.batching import BatchingGenerator
 from swerl.lake import Lake
-from swerl.sandbox import open_sandbox
+from swerl.sandbox import SandboxError, open_sandbox
 from swerl.swe.task import Task, load_tasks
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "prompts"
@@ -166,64 +164,51 @@ def _one_episode(
     prompts: Prompts,
 ) -> EpisodeRows:
     started = time.monotonic()
-    system, issue = prompts.render(task, config.episode)
+    trajectory_id = f"{config.stage}/{config.iteration}/{task.instance_id}/{sample}"
     try:
         with open_sandbox(task, backend=config.backend) as sandbox:
+            system, issue = prompts.render(task, config.episode, repo_dir=sandbox.workdir)
             result = run_episode(chat, generator.complete, sandbox, system, issue, config.episode)
-    except Exception as e:  # the sandbox could not even start: a recorded outcome, not a crash
-        result = None
-        error = f"{type(e).__name__}: {e}"
-    grade, grading_s = None, 0.0
-    if result is not None and result.patch and (result.submitted or config.grade_unsubmitted):
-        t0 = time.monotonic()
-        grade = grade_patch(
-            task, result.patch, backend=config.backend, timeout=config.grading_timeout
-        )
-        grading_s = time.monotonic() - t0
-    resolved = bool(grade and grade.resolved)
-    turns = len(result.turns) if result else 0
-    penalty = turn_penalty(turns, config.episode.max_turns, config.turn_penalty_threshold)
-    trajectory_id = f"{config.stage}/{config.iteration}/{task.instance_id}/{sample}"
-    if result is None:
-        trajectory = _failed_row(task, sample, config, policy_version, generator, error)
-        trajectory["trajectory_id"] = trajectory_id
+    except SandboxError as e:  # the sandbox could not start: a recorded outcome, not a crash
+        trajectory = _failed_row(task, sample, config, policy_version, generator)
+        trajectory.update(trajectory_id=trajectory_id, error=f"{type(e).__name__}: {e}")
         return EpisodeRows((task.instance_id, sample), trajectory, [])
+    score = score_episode(
+        task,
+        result,
+        backend=config.backend,
+        max_turns=config.episode.max_turns,
+        threshold=config.turn_penalty_threshold,
+        grade_unsubmitted=config.grade_unsubmitted,
+        timeout=config.grading_timeout,
+    )
     t = result.transcript
     trajectory = {
+        **_failed_row(task, sample, config, policy_version, generator),
         "trajectory_id": trajectory_id,
-        "instance_id": task.instance_id,
-        "repo": task.repo,
-        "stage": config.stage,
-        "iteration": config.iteration,
-        "group_id": f"{config.stage}/{config.iteration}/{task.instance_id}",
-        "sample": sample,
-        "policy_version": policy_version,
-        "generator": generator.name,
         "token_ids": t.token_ids,
         "loss_mask": t.loss_mask,
         "sampler_logprobs": t.logprobs if generator.has_logprobs else None,
         "messages": t.messages,
         "patch": result.patch,
         "submitted": result.submitted,
-        "resolved": resolved,
-        "grade_outcome": grade.outcome if grade else "not_graded",
-        "tests_status": json.dumps(grade.tests_status) if grade else None,
-        "reward": float(resolved) + penalty,
-        "turn_penalty": penalty,
-        "turns": turns,
+        "resolved": score.resolved,
+        "grade_outcome": score.outcome,
+        "tests_status": json.dumps(score.grade.tests_status) if score.grade else None,
+        "reward": score.reward,
+        "turn_penalty": score.turn_penalty,
+        "turns": len(result.turns),
         "termination": result.termination,
         "format_errors": result.format_errors,
-        "tool_errors": sum(x.tool_error for x in result.turns),
+        "tool_errors": result.tool_errors,
         "fidelity_mismatches": t.fidelity_mismatches(),
-        "prompt_tokens": t.loss_mask.index(1) if 1 in t.loss_mask else len(t.token_ids),
+        "prompt_tokens": t.prompt_tokens,
         "completion_tokens": sum(t.loss_mask),
         "total_tokens": len(t.token_ids),
         "generation_s": result.generation_s,
         "tool_s": result.tool_s,
-        "grading_s": grading_s,
+        "grading_s": score.grading_s,
         "total_s": time.monotonic() - started,
-        "sampling": json.dumps(asdict(config.episode.sampling)),
-        "config": json.dumps(_config_record(config)),
         "error": result.error,
     }
     turn_rows = [
@@ -246,7 +231,11 @@ def _one_episode(
     return EpisodeRows((task.instance_id, sample), trajectory, turn_rows)
 
 
-def _failed_row(task, sample, config, policy_version, generator, error) -> dict[str, Any]:
+def _failed_row(
+    task: Task, sample: int, config: RolloutConfig, policy_version: str, generator
+) -> dict[str, Any]:
+    """The columns every row has; alone, the row of an episode whose sandbox never started
+    (`sandbox_error`, no tokens, reward null: nothing to train on)."""
     return {
         "instance_id": task.instance_id,
         "repo": task.repo,
@@ -262,7 +251,7 @@ def _failed_row(task, sample, config, policy_version, generator, error) -> dict[
         "reward": None,
         "turns": 0,
         "termination": "sandbox_error",
-        "error": error,
+        "sampling": json.dumps(asdict(config.episode.sampling)),
         "config": json.dumps(_config_record(config)),
     }
 

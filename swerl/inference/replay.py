@@ -19,6 +19,10 @@ class ReplayGenerator:
         self.end_of_turn_id = end_of_turn_id
         self.position = 0
 
+    def complete(self, prompt: list[int], params: SamplingParams) -> Completion:
+        """One completion (the episode loop's `generate` callable)."""
+        return self.generate([prompt], [params])[0]
+
     def generate(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Completion]:
         outs = []
         for p in params:
