@@ -12,51 +12,55 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from swerl.config import dataclass_from
 from swerl.lake import Lake, connect
 from swerl.sandbox import resolve_backend
 from swerl.swe.pool import PoolFilter
 from swerl.swe.validate import ValidationConfig
 from swerl.swe.validate import filter_tasks as filter_tasks_lib
-from tasks.reporting import report_stage, run_info
+from tasks.params import settings
+from tasks.reporting import Progress, report_stage, run_info
 
 
 @flow(name="filter-tasks")
 def filter_tasks(
-    tasks: str = "latest",
-    runs: int = 3,
-    backend: str = "auto",
-    concurrency: int = 2,
-    timeout: float = 1800.0,
-    max_patch_files: int = 7,
-    max_changed_lines: int = 500,
-    drop_llm_score: int | None = 3,
-    drop_import_errors: bool = True,
+    tasks: str | None = None,
+    runs: int | None = None,
+    backend: str | None = None,
+    concurrency: int | None = None,
+    timeout: float | None = None,
+    max_patch_files: int | None = None,
+    max_changed_lines: int | None = None,
+    drop_llm_score: int | None = None,
+    drop_import_errors: bool | None = None,
     eval_sets: list[str] | None = None,
-    decontaminate_by: str = "instance",
+    decontaminate_by: str | None = None,
     force: bool = False,
     data: str | None = None,
+    config: str | None = None,
 ) -> dict[str, str]:
     """Validate and filter a `tasks` version (a version id, a name, or `latest`)."""
+    s = settings("filter_tasks", locals())
     logger = get_run_logger()
     lake = Lake(data)
-    rules = PoolFilter(max_patch_files, max_changed_lines, drop_llm_score, drop_import_errors)
-    validation = ValidationConfig(runs, resolve_backend(backend), timeout, concurrency)
-    tasks_version = lake.resolve("tasks", tasks).version  # fails here, before any work
-    for name in eval_sets or []:
+    rules = dataclass_from(PoolFilter, s)
+    validation = dataclass_from(
+        ValidationConfig, {**s, "backend": resolve_backend(s.get("backend", "auto"))}
+    )
+    tasks_version = lake.resolve("tasks", s.get("tasks", "latest")).version  # fails before work
+    eval_sets = s.get("eval_sets") or []
+    for name in eval_sets:
         lake.resolve("tasks", name)
     before = {v.version for v in lake.versions("task_pool")}
-
-    def progress(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) == 0:
-            logger.info("validation runs: %d/%d", done, total)
+    progress = Progress("filter-tasks-progress", "validation runs")
 
     runs_v, pool_v = filter_tasks_lib(
         lake,
         tasks=tasks_version,
         rules=rules,
         validation=validation,
-        eval_sets=tuple(eval_sets or ()),
-        decontaminate_by=decontaminate_by,
+        eval_sets=tuple(eval_sets),
+        decontaminate_by=s.get("decontaminate_by", "instance"),
         force=force,
         progress=progress,
         info=run_info(),
@@ -78,7 +82,7 @@ def filter_tasks(
             "tasks": kept + dropped,
             "kept": kept,
             "dropped": dropped,
-            "runs per task": runs,
+            "runs per task": validation.runs,
             "backend": validation.backend,
         },
         query="select reasons, count(*) from task_pool, unnest(reasons) r(reasons) group by 1 order by 2 desc",

@@ -104,3 +104,69 @@ def stage_settings(
     merged.update(section)
     merged.update({k: v for k, v in given.items() if v is not None})
     return merged
+
+
+# ---- flat parameters -> the library's config objects ---------------------------------------------
+
+ROLLOUT_PARAMETERS = (
+    "samples",
+    "max_turns",
+    "max_context_tokens",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "backend",
+    "max_live_sandboxes",
+    "grade_unsubmitted",
+    "turn_penalty_threshold",
+    "command_timeout",
+    "grading_timeout",
+)
+"""The flat parameters every episode-running stage (collect_rft, rollout, dapo, evaluate) takes."""
+
+
+def rollout_config(settings: Mapping[str, Any], *, stage: str, iteration: int = 0, **fixed: Any):
+    """A `RolloutConfig` from flat settings (names in ROLLOUT_PARAMETERS; absent ones keep the
+    library defaults). `backend` must already be resolved (docker or local)."""
+    from dataclasses import replace
+
+    from swerl.agent.episode import EpisodeConfig
+    from swerl.agent.rollout import RolloutConfig
+    from swerl.agent.tools import ToolConfig
+    from swerl.inference.base import SamplingParams
+
+    s = {k: v for k, v in settings.items() if v is not None}
+    sampling = SamplingParams(
+        **{k: s[k] for k in ("temperature", "top_p") if k in s},
+        **({"max_tokens": s["max_new_tokens"]} if "max_new_tokens" in s else {}),
+    )
+    tools = ToolConfig(
+        **({"command_timeout": s["command_timeout"]} if "command_timeout" in s else {})
+    )
+    episode = EpisodeConfig(
+        **{k: s[k] for k in ("max_turns", "max_context_tokens") if k in s},
+        sampling=sampling,
+        tools=tools,
+    )
+    top = (
+        "samples",
+        "backend",
+        "max_live_sandboxes",
+        "grade_unsubmitted",
+        "turn_penalty_threshold",
+        "grading_timeout",
+    )
+    config = RolloutConfig(
+        **{k: s[k] for k in top if k in s}, stage=stage, iteration=iteration, episode=episode
+    )
+    return replace(config, **fixed) if fixed else config
+
+
+def dataclass_from(cls: type, settings: Mapping[str, Any], **renames: str):
+    """`cls(**settings)` restricted to the dataclass's fields (after renaming flat names to field
+    names: `renames={"flat": "field"}`); None values keep the defaults."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(cls)}
+    values = {renames.get(k, k): v for k, v in settings.items() if v is not None}
+    return cls(**{k: v for k, v in values.items() if k in names})

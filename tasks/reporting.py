@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 
 
 def run_info() -> dict[str, Any]:
@@ -16,7 +16,7 @@ def run_info() -> dict[str, Any]:
         "flow_run_id": str(flow_run.id) if flow_run.id else None,
         "flow_run_name": flow_run.name,
         "flow_name": flow_run.flow_name,
-        "deployment": flow_run.deployment_id and str(flow_run.deployment_id),
+        "deployment": deployment.name,
     }
 
 
@@ -48,3 +48,27 @@ def report_stage(
     lines += [f"| output | {d} | `{v}` |" for d, v in outputs.items()]
     lines += ["", "Inspect it:", "", "```bash", f'swerl sql "{query}"', "```"]
     create_markdown_artifact(key=f"{key}-summary", markdown="\n".join(lines), description=stage)
+
+
+class Progress:
+    """A Prefect progress artifact (percent) plus a log line every ~10%: `Progress(key, what)`,
+    then call it with (done, total). Safe to call from worker threads."""
+
+    def __init__(self, key: str, what: str):
+        from prefect import get_run_logger
+        from prefect.artifacts import create_progress_artifact
+
+        self.what = what
+        self.logger = get_run_logger()
+        self.id = create_progress_artifact(0.0, key=key, description=what)
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        percent = 100.0 * done / max(total, 1)
+        step = int(percent // 10)
+        if step != self.last or done == total:
+            self.last = step
+            update_progress_artifact(self.id, percent)
+            self.logger.info("%s: %d/%d", self.what, done, total)

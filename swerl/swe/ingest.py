@@ -75,8 +75,10 @@ def import_tasks(
     skip_invalid: bool = False,
     force: bool = False,
     lake: Lake | None = None,
+    info: dict | None = None,
 ) -> ImportResult:
-    """Read task files, validate every row, and publish a `tasks` version (named `name`)."""
+    """Read task files, validate every row, and publish a `tasks` version (named `name`); `info`
+    goes into the manifests (e.g. the flow run that imported them)."""
     lake = lake or Lake()
     files = expand_paths(paths)
     parameters = {
@@ -128,12 +130,14 @@ def import_tasks(
 
     # Both versions are staged fully before either is published (rejected first, so the tasks
     # manifest can name it).
-    with lake.writer("tasks", stage="import_tasks", parameters=parameters, name=name) as tasks_w:
+    with lake.writer(
+        "tasks", stage="import_tasks", parameters=parameters, name=name, info=info
+    ) as tasks_w:
         tasks_w.write(good)
         rejected_version = None
         if bad:
             with lake.writer(
-                "tasks_rejected", stage="import_tasks", parameters=parameters, name=name
+                "tasks_rejected", stage="import_tasks", parameters=parameters, name=name, info=info
             ) as rejected_w:
                 rejected_w.write(
                     [
