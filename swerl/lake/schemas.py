@@ -226,6 +226,61 @@ TRAIN_METRICS = pa.schema(
     ]
 )
 
+EVALS = pa.schema(
+    [
+        col("instance_id", pa.string(), "the task", required=True),
+        col("repo", pa.string(), "the task's repository"),
+        col(
+            "attempt",
+            pa.int32(),
+            "attempt number, 0-based (run r = attempt r of every task)",
+            required=True,
+        ),
+        col(
+            "model_version",
+            pa.string(),
+            "`models` version (or `path:<dir>`) evaluated",
+            required=True,
+        ),
+        col("generator", pa.string(), "backend: hf, vllm, vllm-server, ..."),
+        col(
+            "resolved",
+            pa.bool_(),
+            "the final patch resolves the task (SWE-bench rule)",
+            required=True,
+        ),
+        col(
+            "grade_outcome",
+            pa.string(),
+            "resolved, unresolved, patch_failed, timeout, image_missing, not_graded, ...",
+        ),
+        col("tests_status", pa.string(), "per-test status in the official report shape, as JSON"),
+        col("reward", pa.float64(), "resolved (0/1) + turn penalty, as in training"),
+        col("turn_penalty", pa.float64(), "the turn-count part of the reward (<= 0)"),
+        col("submitted", pa.bool_(), "the agent ended the episode with `submit`"),
+        col(
+            "termination",
+            pa.string(),
+            "submitted, max_turns, context_limit, generation_error, sandbox_error",
+        ),
+        col("turns", pa.int32(), "assistant turns taken"),
+        col("format_errors", pa.int32(), "turns without exactly one command block"),
+        col("tool_errors", pa.int32(), "turns whose tool call was malformed or misused"),
+        col("prompt_tokens", pa.int32(), "tokens of the first prompt"),
+        col("completion_tokens", pa.int32(), "sampled tokens over all turns"),
+        col("total_tokens", pa.int32(), "prompt, turns and observations, in tokens"),
+        col("patch", pa.string(), "final `git diff` against base_commit (the prediction)"),
+        col("messages", MESSAGES, "the conversation as chat messages"),
+        col("sampling", pa.string(), "decoding settings of the attempt, as JSON"),
+        col("config", pa.string(), "episode, grading and sandbox settings, as JSON"),
+        col("generation_s", pa.float64(), "seconds waiting for the generator"),
+        col("tool_s", pa.float64(), "seconds in sandbox calls"),
+        col("grading_s", pa.float64(), "seconds grading the patch"),
+        col("total_s", pa.float64(), "wall time of the attempt, grading included"),
+        col("error", pa.string(), "what went wrong, for generation/sandbox errors"),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "tasks": TASKS,
     "tasks_rejected": TASKS_REJECTED,
@@ -234,6 +289,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "trajectories": TRAJECTORIES,
     "turns": TURNS,
     "train_metrics": TRAIN_METRICS,
+    "evals": EVALS,
 }
 
 

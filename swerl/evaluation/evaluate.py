@@ -1,0 +1,269 @@
+"""The evaluate stage: n attempts per task with one model -> `evals` (one row per attempt), a
+summary, and predictions files for the official SWE-bench harness.
+
+    swerl evaluate --model <models version or dir> --tasks toy-swe --split eval --attempts 10
+    out = evaluate(lake, model="models/tiny", tasks="toy-swe", split="eval", attempts=10)
+    out.summary["pass_at_1"], out.summary["pass_at_1_sem"], out.predictions
+
+Episodes run exactly as rollouts do (`swerl.agent.rollout.run_rollouts` with stage `eval`): same
+scaffold, sandbox, grading in a fresh sandbox, reward. The decoding settings (`episode.sampling`)
+and limits are recorded on every row and in the manifest's parameters. The paper evaluates with
+its rollout settings; we default to them (temperature 1, nothing else) and record whatever is
+used.
+
+Outputs, all inside the new `evals` version folder `<root>/evals/version=<id>/`:
+- the Parquet rows (schema `EVALS` in `swerl/lake/schemas.py`);
+- `predictions/attempt-NN.jsonl`, one file per attempt, one line per task:
+  `{"instance_id", "model_name_or_path", "model_patch"}` - the official harness's format, so
+  each file re-grades one run with `python -m swebench.harness.run_evaluation
+  --predictions_path .../attempt-00.jsonl`; `attempt-00.jsonl` alone is the usual single
+  submission. An attempt without a diff has `model_patch` "".
+- the manifest's `info.summary` (`swerl.evaluation.summary.summarize`) and
+  `info.predictions` (the folder, relative to the version).
+
+Re-runs: the same model, tasks, parameters and code return the existing version (`force=True`
+makes a new one). Attempts finished before a crash or a kill are kept under the lake's work
+folder and skipped by the next run with the same fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from swerl.agent.episode import EpisodeConfig
+from swerl.agent.rollout import EpisodeRows, RolloutConfig, make_generator, run_rollouts
+from swerl.evaluation.summary import summarize
+from swerl.inference.base import Generator
+from swerl.inference.batching import BatchingGenerator
+from swerl.lake import Lake
+from swerl.swe.splits import select_tasks
+from swerl.swe.task import load_tasks
+
+STAGE = "evaluate"
+PREDICTIONS_DIR = "predictions"
+
+# `trajectories` columns an `evals` row keeps (the rest, token ids and log-probs, are training
+# data an evaluation does not need).
+KEPT = (
+    "instance_id",
+    "repo",
+    "generator",
+    "resolved",
+    "grade_outcome",
+    "tests_status",
+    "reward",
+    "turn_penalty",
+    "submitted",
+    "termination",
+    "turns",
+    "format_errors",
+    "tool_errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "patch",
+    "messages",
+    "sampling",
+    "config",
+    "generation_s",
+    "tool_s",
+    "grading_s",
+    "total_s",
+    "error",
+)
+
+
+@dataclass(frozen=True)
+class EvalOutput:
+    evals: str
+    """The `evals` version id."""
+    summary: dict[str, Any]
+    """`summarize` of its rows (also in the manifest's `info.summary`)."""
+    predictions: Path
+    """Folder of `attempt-NN.jsonl` files in the official SWE-bench predictions format."""
+    reused: bool
+    """True when a version with the same fingerprint existed and nothing ran."""
+    resumed_attempts: int = 0
+    """Attempts found finished in the work folder (a resumed run)."""
+
+
+def evaluate(
+    lake: Lake,
+    *,
+    model: str,
+    tasks: str = "latest",
+    split: str | None = None,
+    limit: int | None = None,
+    attempts: int = 10,
+    episode: EpisodeConfig = EpisodeConfig(),
+    backend: str = "docker",
+    max_live_sandboxes: int = 8,
+    grade_unsubmitted: bool = True,
+    turn_penalty_threshold: int = 10,
+    grading_timeout: float = 1800.0,
+    generator: str | Generator = "hf",
+    server_url: str | None = None,
+    device: str = "cpu",
+    max_batch: int = 16,
+    seed: int = 0,
+    name: str | None = None,
+    force: bool = False,
+    info: dict | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalOutput:
+    """Evaluate `model` (a `models` version id or name, or a model directory) on the tasks of
+    `tasks` (a `tasks` version), restricted to `split` (the toy-SWE `meta.split`: train or eval;
+    None keeps every task) and to the first `limit` of them, with `attempts` attempts each. A
+    split or limit is published as its own `tasks` version (`swerl.swe.splits.select_tasks`),
+    which the `evals` manifest names as its input.
+
+    `generator` is a backend name built from the model directory (hf, vllm, vllm-server with
+    `server_url`) or a ready `Generator` (then only its `name` enters the fingerprint)."""
+    from swerl.train.checkpoint import resolve_model
+
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    config = RolloutConfig(
+        samples=attempts,
+        stage="eval",
+        episode=episode,
+        backend=backend,
+        max_live_sandboxes=max_live_sandboxes,
+        grade_unsubmitted=grade_unsubmitted,
+        turn_penalty_threshold=turn_penalty_threshold,
+        grading_timeout=grading_timeout,
+    )
+    ref = resolve_model(lake, model)
+    tasks_v = lake.resolve("tasks", tasks)
+    if split is not None or limit is not None:  # the subset becomes its own, pinned, version
+        tasks_v = lake.resolve("tasks", select_tasks(lake, tasks, split=split, limit=limit))
+    task_list = load_tasks(tasks_v.version, root=lake.root)
+    if not task_list:
+        raise ValueError(f"tasks version {tasks_v.version} holds no task to evaluate")
+    inputs = {"tasks": tasks_v.version, "models": ref.id}
+    parameters = {
+        "attempts": attempts,
+        "split": split,
+        "limit": limit,
+        "config": asdict(config),
+        "generator": generator if isinstance(generator, str) else generator.name,
+        "server_url": server_url,
+        "seed": seed,
+        "instances": [t.instance_id for t in task_list],
+    }
+    fp = lake.fingerprint("evals", stage=STAGE, parameters=parameters, inputs=inputs, name=name)
+    if not force and (done := lake.find("evals", fp)) is not None:
+        return EvalOutput(
+            done.version,
+            done.manifest["info"]["summary"],
+            done.path / done.manifest["info"]["predictions"],
+            reused=True,
+        )
+
+    work = lake.work_dir(STAGE, fp)
+    skip = set(_load_finished(work))
+    if isinstance(generator, str):
+        gen, chat = make_generator(
+            ref.path, generator, server_url=server_url, device=device, seed=seed
+        )
+    else:
+        from transformers import AutoTokenizer
+
+        from swerl.agent.chat import ChatFormat
+
+        gen, chat = generator, ChatFormat(AutoTokenizer.from_pretrained(ref.path))
+    batching = BatchingGenerator(gen, max_batch=max_batch)
+    total = len(task_list) * attempts
+    count = [len(skip)]
+
+    def save(episode_rows: EpisodeRows) -> None:
+        _save_attempt(work, eval_row(episode_rows, ref.id))
+        count[0] += 1
+        if progress is not None:
+            progress(count[0], total)
+
+    try:
+        run_rollouts(
+            task_list, batching, chat, config, policy_version=ref.id, skip=skip, on_episode=save
+        )
+    finally:
+        batching.close()
+
+    finished = _load_finished(work)
+    rows = [finished[(t.instance_id, a)] for t in task_list for a in range(attempts)]
+    summary = summarize(rows)
+    model_name = model_name_of(ref.version, ref.manifest, ref.path)
+    with lake.writer(
+        "evals", stage=STAGE, parameters=parameters, inputs=inputs, name=name, info=info
+    ) as w:
+        w.write(rows)
+        write_predictions(w.staging / PREDICTIONS_DIR, rows, model_name)
+        w.info.update(summary=summary, predictions=PREDICTIONS_DIR, model_name=model_name)
+    shutil.rmtree(work, ignore_errors=True)
+    version = lake.resolve("evals", w.version)
+    return EvalOutput(w.version, summary, version.path / PREDICTIONS_DIR, False, len(skip))
+
+
+def eval_row(episode: EpisodeRows, model_version: str) -> dict[str, Any]:
+    """The `evals` row of one finished episode (its `trajectories` row, trimmed)."""
+    t = episode.trajectory
+    row = {k: t.get(k) for k in KEPT}
+    row["attempt"] = episode.key[1]
+    row["model_version"] = model_version
+    row["resolved"] = bool(t.get("resolved"))
+    return row
+
+
+def model_name_of(version: str | None, manifest: dict[str, Any], path: Path) -> str:
+    """`model_name_or_path` of the predictions: `swerl/<name or version>` for a `models`
+    version, the directory's name for a plain directory."""
+    if version is None:
+        return path.resolve().name
+    return f"swerl/{manifest.get('name') or version}"
+
+
+def write_predictions(folder: Path, rows: list[dict[str, Any]], model_name: str) -> list[Path]:
+    """One `attempt-NN.jsonl` per attempt, one line per task, in the rows' task order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    by_attempt: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_attempt.setdefault(r["attempt"], []).append(r)
+    paths = []
+    for attempt, attempt_rows in sorted(by_attempt.items()):
+        path = folder / f"attempt-{attempt:02d}.jsonl"
+        lines = [
+            json.dumps(
+                {
+                    "instance_id": r["instance_id"],
+                    "model_name_or_path": model_name,
+                    "model_patch": r["patch"] or "",
+                }
+            )
+            for r in attempt_rows
+        ]
+        path.write_text("".join(line + "\n" for line in lines))
+        paths.append(path)
+    return paths
+
+
+def _save_attempt(work: Path, row: dict[str, Any]) -> None:
+    """One JSON file per finished attempt, written whole then renamed (a kill leaves no half
+    file). Same scheme as the rollout stage's work folder."""
+    target = work / f"{row['instance_id']}.{row['attempt']}.json"
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row))
+    os.replace(tmp, target)
+
+
+def _load_finished(work: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    out = {}
+    for f in sorted(work.glob("*.json")):
+        row = json.loads(f.read_text())
+        out[(row["instance_id"], row["attempt"])] = row
+    return out
