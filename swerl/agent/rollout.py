@@ -15,7 +15,6 @@ import json
 import os
 import pickle
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -137,19 +136,20 @@ def run_rollouts(
         for s in range(config.samples)
         if (task.instance_id, s) not in (skip or set())
     ]
-    lock = threading.Lock()
     results: list[EpisodeRows] = []
-    with ThreadPoolExecutor(config.max_live_sandboxes, thread_name_prefix="episode") as pool:
+    pool = ThreadPoolExecutor(config.max_live_sandboxes, thread_name_prefix="episode")
+    try:
         futures = [
             pool.submit(_one_episode, task, s, generator, chat, config, policy_version, prompts)
             for task, s in jobs
         ]
         for future in as_completed(futures):
             rows = future.result()
-            with lock:
-                results.append(rows)
+            results.append(rows)
             if on_episode is not None:
                 on_episode(rows)
+    finally:  # on an error (or Ctrl-C) start no new episode; the running ones finish
+        pool.shutdown(wait=True, cancel_futures=True)
     order = {(t.instance_id, s): i for i, (t, s) in enumerate(jobs)}
     return sorted(results, key=lambda r: order[r.key])
 

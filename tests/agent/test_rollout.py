@@ -1,0 +1,145 @@
+"""Rollouts of a tiny random-weight model on toy-SWE (local sandboxes, the hf generator): token
+fidelity with our template and Qwen2.5's, sampler log-probs against a forward pass, and the
+`rollout` stage publishing, reusing, forcing and resuming in a temporary lake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from swerl.agent.chat import ChatFormat
+from swerl.agent.episode import EpisodeConfig
+from swerl.agent.rollout import RolloutConfig, rollout, run_rollouts
+from swerl.inference.base import SamplingParams
+from swerl.inference.batching import BatchingGenerator
+from swerl.inference.hf import HFGenerator
+from swerl.lake import Lake
+from swerl.models.tiny import build_tiny_model
+from swerl.swe.task import load_tasks
+from swerl.swe.toy import publish_toy_suite
+
+QWEN = Path(__file__).resolve().parents[3] / "shared/fixtures/chat_templates/qwen2.5-instruct.jinja"
+TEMPLATES = {"chatml": None, "qwen2.5": QWEN}
+CONFIG = RolloutConfig(
+    samples=2,
+    stage="dapo",
+    backend="local",
+    max_live_sandboxes=4,
+    turn_penalty_threshold=2,
+    episode=EpisodeConfig(max_turns=3, max_turn_tokens=24, sampling=SamplingParams()),
+)
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory) -> Lake:
+    lake = Lake(tmp_path_factory.mktemp("lake"))
+    publish_toy_suite(lake, seed=0, n_train=2, n_eval=0)
+    return lake
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "m")
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return AutoModelForCausalLM.from_pretrained(model_dir).eval()
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def chat_format(model_dir: Path, template: str) -> ChatFormat:
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if TEMPLATES[template] is not None:
+        tok.chat_template = TEMPLATES[template].read_text()
+    return ChatFormat(tok)
+
+
+def check_trajectory(row: dict, chat: ChatFormat, model) -> None:
+    """token_ids decode to exactly the messages, fidelity 0, log-probs equal a forward pass."""
+    ids, mask, logprobs = row["token_ids"], row["loss_mask"], row["sampler_logprobs"]
+    assert len(ids) == len(mask) == len(logprobs) == row["total_tokens"]
+    assert row["fidelity_mismatches"] == 0
+    messages = row["messages"]
+    last_is_user = messages[-1]["role"] == "user"
+    rendered = chat.render(messages, add_generation_prompt=last_is_user)
+    if not last_is_user:  # the trajectory stops at the last reply's end-of-turn token
+        rendered = rendered[: rendered.rindex(chat.end_of_turn) + len(chat.end_of_turn)]
+    assert chat.decode(ids) == rendered
+    assert sum(mask) == row["completion_tokens"] > 0
+    assert mask[: row["prompt_tokens"]] == [0] * row["prompt_tokens"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+    sampled = [i for i, m in enumerate(mask) if m]
+    expected = torch.stack([logp[i - 1, ids[i]] for i in sampled])
+    actual = torch.tensor([logprobs[i] for i in sampled])
+    assert torch.allclose(actual, expected, atol=1e-4), (actual - expected).abs().max()
+    assert all(logprobs[i] == 0.0 for i, m in enumerate(mask) if not m)
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_tiny_model_rollouts_are_token_faithful(lake, model_dir, model, template):
+    chat = chat_format(model_dir, template)
+    tasks = load_tasks("toy-swe", root=lake.root)
+    batching = BatchingGenerator(HFGenerator(model_dir, seed=3), max_batch=8)
+    try:
+        episodes = run_rollouts(tasks, batching, chat, CONFIG, policy_version="tiny")
+    finally:
+        batching.close()
+    assert [e.key for e in episodes] == [(t.instance_id, s) for t in tasks for s in range(2)]
+    assert max(batching.batch_sizes) > 1  # concurrent episodes shared generation batches
+    for e in episodes:
+        row = e.trajectory
+        assert row["termination"] in ("max_turns", "context_limit", "submitted")
+        assert row["turns"] == len(e.turns) and row["error"] is None
+        assert row["reward"] == row["turn_penalty"] + row["resolved"]
+        check_trajectory(row, chat, model)
+    assert sum(e.trajectory["format_errors"] for e in episodes) > 0  # random weights
+
+
+def test_rollout_stage_publishes_reuses_forces_and_resumes(lake, model_dir, model):
+    calls = []
+
+    def crash_after_first(done: int, total: int) -> None:
+        calls.append((done, total))
+        raise Crash("stop after the first saved episode")
+
+    kwargs = dict(model=str(model_dir), tasks="toy-swe", config=CONFIG, max_batch=8)
+    with pytest.raises(Crash):
+        rollout(lake, progress=crash_after_first, **kwargs)
+    assert calls == [(1, 4)] and "trajectories" not in lake.datasets()
+    saved = {p.name for p in (lake.root / "_work" / "rollout").rglob("*.pkl")}
+    assert len(saved) >= 1
+
+    progress = []
+    out = rollout(lake, progress=lambda d, t: progress.append((d, t)), **kwargs)
+    assert not out.reused and out.resumed_episodes == len(saved)
+    assert progress[-1] == (4, 4) and len(progress) == 4 - len(saved)
+    assert not list((lake.root / "_work" / "rollout").rglob("*.pkl"))  # cleaned after publishing
+
+    trajectories = lake.read("trajectories", out.trajectories).to_pylist()
+    turns = lake.read("turns", out.turns).to_pylist()
+    tasks = load_tasks("toy-swe", root=lake.root)
+    assert sorted(r["trajectory_id"] for r in trajectories) == sorted(
+        f"dapo/0/{t.instance_id}/{s}" for t in tasks for s in range(2)
+    )
+    assert len(turns) == sum(r["turns"] for r in trajectories)
+    chat = chat_format(model_dir, "chatml")
+    for row in trajectories:
+        assert row["policy_version"] == f"path:{model_dir.resolve()}"
+        assert row["generator"] == "hf" and row["stage"] == "dapo"
+        check_trajectory(row, chat, model)
+    manifest = lake.manifest("trajectories", out.trajectories)
+    assert manifest["parameters"]["config"]["episode"]["sampling"]["temperature"] == 1.0
+
+    again = rollout(lake, **kwargs)
+    assert again.reused and (again.trajectories, again.turns) == (out.trajectories, out.turns)
+    forced = rollout(lake, force=True, **kwargs)
+    assert not forced.reused and forced.trajectories != out.trajectories
+    assert len(lake.versions("trajectories")) == 2
