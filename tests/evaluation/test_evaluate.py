@@ -17,6 +17,7 @@ from swerl.evaluation.evaluate import evaluate
 from swerl.inference.base import Completion, SamplingParams
 from swerl.lake import Lake, connect
 from swerl.models.tiny import TinySpec, build_tiny_model
+from swerl.report import report_figures
 from swerl.swe.task import load_tasks
 from swerl.swe.toy import publish_toy_suite
 
@@ -144,6 +145,12 @@ def test_scripted_attempts_give_known_figures_rows_and_predictions(setup):
             assert p["model_patch"] == (row["patch"] or "")
     # the parquet reader still sees exactly the rows (the extra files do not disturb it)
     assert connect(lake.root).execute("select count(*) from evals").fetchone()[0] == 9
+
+    # the report reads the real stage output: the model is a plain directory, so "base (<dir>)"
+    stage = next(x for x in report_figures(lake) if x.key == "stage-table").table
+    row = next(r for r in stage if r["attempts"] == 3)
+    assert row["model"] == f"base ({model.name})" and row["tasks"] == "toy-swe (eval)"
+    assert row["Pass@1 % ± SEM"] == f"{100 * 4 / 9:.1f} ± {100 * s['pass_at_1_sem']:.1f}"
 
     # the same call again: the existing version, nothing runs
     calls = gen.calls
