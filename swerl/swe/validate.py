@@ -1,6 +1,6 @@
 """Validation runs and the `filter_tasks` stage: tasks -> `task_runs` + `task_pool`.
 
-    filter_tasks(lake, tasks="toy-swe", runs=3, backend="local")
+    filter_tasks(lake, tasks="toy-swe", validation=ValidationConfig(runs=3, backend="local"))
 
 Every task is run `runs` times with its gold patch (every FAIL_TO_PASS and PASS_TO_PASS test must
 pass) and `runs` times with no patch (every FAIL_TO_PASS test must fail), each time in a fresh
@@ -18,7 +18,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 
-from swerl.grading.patch import run_tests
+from swebench.harness.constants import END_TEST_OUTPUT, START_TEST_OUTPUT
+
+from swerl.grading.patch import TestRun, run_tests
 from swerl.lake import Lake
 from swerl.swe.pool import (
     PoolFilter,
@@ -82,15 +84,36 @@ def _one_run(task: Task, kind: str, run: int, config: ValidationConfig) -> dict:
         "outcome": result.grade.outcome,
         "resolved": result.grade.resolved,
         "tests_status": json.dumps(result.grade.tests_status, sort_keys=True),
-        "import_error": mentions_import_error(result.log),
+        "import_error": mentions_import_error(marked_output(result.log)),
         "duration_s": result.duration_s,
         "backend": config.backend,
-        "detail": result.grade.detail or result.log[-2000:],
+        "detail": _detail(kind, result),
     }
 
 
+def _detail(kind: str, result: TestRun) -> str:
+    """The grade's detail, with the log's tail when the run did not go as validation expects."""
+    expected = result.grade.resolved == (kind == "gold") and result.grade.outcome != "error"
+    return result.grade.detail if expected else f"{result.grade.detail}\n{result.log[-2000:]}"
+
+
+def marked_output(log: str) -> str:
+    """The part of an eval-script log between the test-output markers (what grading reads); the
+    whole log when the markers are missing."""
+    if START_TEST_OUTPUT not in log:
+        return log
+    return log.split(START_TEST_OUTPUT, 1)[1].split(END_TEST_OUTPUT, 1)[0]
+
+
 def execution_reasons(task: Task, runs: list[dict], drop_import_errors: bool = True) -> list[str]:
-    """Reasons to drop `task` given its validation runs (empty: it behaves)."""
+    """Reasons to drop `task` given its validation runs (empty: it behaves):
+    - the gold patch does not resolve it in every run;
+    - a no-patch run could not be graded (the test patch does not apply, the image is missing,
+      ...; a timeout counts as failing, as SWE-bench counts it as not resolved);
+    - a FAIL_TO_PASS test passes in a no-patch run;
+    - results (outcome and per-test status) vary between runs with the same patch: flaky;
+    - with `drop_import_errors`, the no-patch test output shows ImportError/AttributeError.
+    """
     reasons = []
     by_kind: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
@@ -101,6 +124,13 @@ def execution_reasons(task: Task, runs: list[dict], drop_import_errors: bool = T
         r = failed[0]
         reasons.append(
             f"gold patch does not resolve the task in {len(failed)}/{len(gold)} runs "
+            f"(run {r['run']}: {r['outcome']})"
+        )
+    broken = [r for r in empty if r["outcome"] not in ("resolved", "unresolved", "timeout")]
+    if broken:
+        r = broken[0]
+        reasons.append(
+            f"no-patch run could not be graded in {len(broken)}/{len(empty)} runs "
             f"(run {r['run']}: {r['outcome']})"
         )
     f2p = set(task.fail_to_pass or [])
