@@ -16,7 +16,7 @@ import os
 import pickle
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,6 +113,9 @@ class EpisodeRows:
     key: tuple[str, int]
     trajectory: dict[str, Any]
     turns: list[dict[str, Any]]
+    timings: dict[str, float] = field(default_factory=dict)
+    """Where the episode's wall time went (`episode_s`, `generation_s`, `sandbox_s`: start,
+    tools, diff, close and grading); for benchmarks, not stored in the lake."""
 
 
 def run_rollouts(
@@ -166,9 +169,15 @@ def _one_episode(
     started = time.monotonic()
     trajectory_id = f"{config.stage}/{config.iteration}/{task.instance_id}/{sample}"
     try:
-        with open_sandbox(task, backend=config.backend) as sandbox:
+        sandbox = open_sandbox(task, backend=config.backend)
+        start_s = time.monotonic() - started
+        try:
             system, issue = prompts.render(task, config.episode, repo_dir=sandbox.workdir)
             result = run_episode(chat, generator.complete, sandbox, system, issue, config.episode)
+        finally:
+            t0 = time.monotonic()
+            sandbox.close()
+            close_s = time.monotonic() - t0
     except SandboxError as e:  # the sandbox could not start: a recorded outcome, not a crash
         trajectory = _failed_row(task, sample, config, policy_version, generator)
         trajectory.update(trajectory_id=trajectory_id, error=f"{type(e).__name__}: {e}")
@@ -228,7 +237,12 @@ def _one_episode(
         }
         for r in result.turns
     ]
-    return EpisodeRows((task.instance_id, sample), trajectory, turn_rows)
+    timings = {
+        "episode_s": time.monotonic() - started,
+        "generation_s": result.generation_s,
+        "sandbox_s": start_s + result.tool_s + close_s + score.grading_s,
+    }
+    return EpisodeRows((task.instance_id, sample), trajectory, turn_rows, timings)
 
 
 def _failed_row(
@@ -267,8 +281,8 @@ def _config_record(config: RolloutConfig) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RolloutOutput:
-    trajectories: str
-    turns: str
+    trajectories: str | None
+    turns: str | None
     reused: bool
     resumed_episodes: int
 
@@ -279,6 +293,7 @@ def rollout(
     model: str,
     tasks: str = "latest",
     pool: str | None = None,
+    instances: Sequence[str] | None = None,
     config: RolloutConfig = RolloutConfig(),
     generator: str = "hf",
     server_url: str | None = None,
@@ -289,9 +304,16 @@ def rollout(
     force: bool = False,
     info: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
+    shard: int | None = None,
+    shards: int = 1,
 ) -> RolloutOutput:
-    """The rollout stage: tasks (restricted to `pool`'s kept tasks when given) x `samples`
-    episodes with `model` -> new `trajectories` and `turns` versions.
+    """The rollout stage: tasks (restricted to `pool`'s kept tasks, then to `instances`, when
+    given) x `samples` episodes with `model` -> new `trajectories` and `turns` versions.
+
+    Sharding: with `shard=i` (of `shards`), only the episodes whose index (task order x samples)
+    is i modulo `shards` run, they are saved to the stage's work folder (shared by every shard
+    through the lake's filesystem), and nothing is published (the output's versions are None).
+    A final call without `shard` then finds every episode done and publishes one version.
 
     Finished episodes are saved under the lake's work folder as they finish; running the same
     stage again (same fingerprint) after a crash or a kill skips them. `model` is a model
@@ -311,6 +333,18 @@ def rollout(
             if r["kept"]
         }
         task_list = [t for t in task_list if t.instance_id in kept]
+    if instances is not None:
+        known = {t.instance_id for t in task_list}
+        unknown = sorted(set(instances) - known)
+        if unknown:
+            raise ValueError(
+                f"instances not in tasks {tasks_v}"
+                + (f" / pool {pool}" if pool else "")
+                + ": "
+                + ", ".join(unknown[:10])
+            )
+        wanted = set(instances)
+        task_list = [t for t in task_list if t.instance_id in wanted]
     if limit is not None:
         task_list = task_list[:limit]
     if not task_list:
@@ -332,9 +366,14 @@ def rollout(
         if done_t is not None and done_u is not None:
             return RolloutOutput(done_t.version, done_u.version, True, 0)
 
+    if shard is not None and not 0 <= shard < shards:
+        raise ValueError(f"shard must be in [0, {shards}), got {shard}")
     work = lake.work_dir("rollout", fp)
     finished = _load_finished(work)
     skip = {key for key in finished}
+    if shard is not None:  # the other shards' episodes are not this call's to run
+        keys = [(t.instance_id, s) for t in task_list for s in range(config.samples)]
+        skip |= {key for i, key in enumerate(keys) if i % shards != shard}
     gen, chat = make_generator(ref.path, generator, server_url=server_url, device=device, seed=seed)
     batching = BatchingGenerator(gen, max_batch=max_batch)
     total = len(task_list) * config.samples
@@ -352,6 +391,8 @@ def rollout(
         )
     finally:
         batching.close()
+    if shard is not None:
+        return RolloutOutput(None, None, False, len(finished))
     episodes = _load_finished(work)
     order = {(t.instance_id, s): i for i, t in enumerate(task_list) for s in range(config.samples)}
     rows = sorted(episodes.values(), key=lambda r: order[r.key])

@@ -157,3 +157,16 @@ def pool_ids(lake: Lake, pool: str) -> list[str]:
     """Kept task ids of a `task_pool` version."""
     table = lake.read("task_pool", pool, columns=["instance_id", "kept"])
     return [r["instance_id"] for r in table.to_pylist() if r["kept"]]
+
+
+def pool_tasks(lake: Lake, pool: str) -> str:
+    """The `tasks` version a `task_pool` version was filtered from (through re-filters)."""
+    v = lake.resolve("task_pool", pool)
+    for _ in range(100):
+        inputs = v.manifest.get("inputs", {})
+        if "tasks" in inputs:
+            return inputs["tasks"]
+        if "task_pool" not in inputs:
+            break
+        v = lake.resolve("task_pool", inputs["task_pool"])
+    raise ValueError(f"task_pool {pool}: its manifest names no tasks version it came from")
