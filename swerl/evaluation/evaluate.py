@@ -2,8 +2,7 @@
 summary, and predictions files for the official SWE-bench harness.
 
     swerl evaluate --model <models version or dir> --tasks toy-swe --split eval --attempts 10
-    config = RolloutConfig(samples=10, stage="eval", backend="local")     # 10 attempts per task
-    out = evaluate(lake, model="models/tiny", tasks="toy-swe", split="eval", config=config)
+    out = evaluate(lake, model="models/tiny", tasks="toy-swe", split="eval", attempts=10)
     out.summary["pass_at_1"], out.summary["pass_at_1_sem"], out.predictions
 
 Episodes run exactly as rollouts do (`swerl.agent.rollout.run_rollouts` with stage `eval`): same
@@ -37,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from swerl.agent.episode import EpisodeConfig
 from swerl.agent.rollout import EpisodeRows, RolloutConfig, make_generator, run_rollouts
 from swerl.evaluation.summary import summarize
 from swerl.inference.base import Generator
@@ -100,7 +100,13 @@ def evaluate(
     tasks: str = "latest",
     split: str | None = None,
     limit: int | None = None,
-    config: RolloutConfig = RolloutConfig(samples=10, stage="eval"),
+    attempts: int = 10,
+    episode: EpisodeConfig = EpisodeConfig(),
+    backend: str = "docker",
+    max_live_sandboxes: int = 8,
+    grade_unsubmitted: bool = True,
+    turn_penalty_threshold: int = 10,
+    grading_timeout: float = 1800.0,
     generator: str | Generator = "hf",
     server_url: str | None = None,
     device: str = "cpu",
@@ -113,19 +119,26 @@ def evaluate(
 ) -> EvalOutput:
     """Evaluate `model` (a `models` version id or name, or a model directory) on the tasks of
     `tasks` (a `tasks` version), restricted to `split` (the toy-SWE `meta.split`: train or eval;
-    None keeps every task) and to the first `limit` of them. `config` is the rollout stage's
-    config with stage `eval`: `config.samples` attempts per task, its episode limits and
-    decoding settings, sandbox backend and grading. A split or limit is published as its own
-    `tasks` version (`swerl.swe.splits.select_tasks`), which the `evals` manifest names as its
-    input.
+    None keeps every task) and to the first `limit` of them, with `attempts` attempts each. A
+    split or limit is published as its own `tasks` version (`swerl.swe.splits.select_tasks`),
+    which the `evals` manifest names as its input.
 
     `generator` is a backend name built from the model directory (hf, vllm, vllm-server with
     `server_url`) or a ready `Generator` (then only its `name` enters the fingerprint)."""
     from swerl.train.checkpoint import resolve_model
 
-    if config.stage != "eval":
-        raise ValueError(f"evaluate needs a RolloutConfig with stage 'eval', got {config.stage!r}")
-    attempts = config.samples
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    config = RolloutConfig(
+        samples=attempts,
+        stage="eval",
+        episode=episode,
+        backend=backend,
+        max_live_sandboxes=max_live_sandboxes,
+        grade_unsubmitted=grade_unsubmitted,
+        turn_penalty_threshold=turn_penalty_threshold,
+        grading_timeout=grading_timeout,
+    )
     ref = resolve_model(lake, model)
     tasks_v = lake.resolve("tasks", tasks)
     if split is not None or limit is not None:  # the subset becomes its own, pinned, version

@@ -11,7 +11,6 @@ import pytest
 from transformers import AutoTokenizer
 
 from swerl.agent.episode import EpisodeConfig
-from swerl.agent.rollout import RolloutConfig
 from swerl.evaluation.evaluate import evaluate
 from swerl.inference.base import Completion, SamplingParams
 from swerl.lake import Lake, connect
@@ -74,16 +73,9 @@ class ScriptedGenerator:
 FAST = EpisodeConfig(max_turns=3)
 
 
-def eval_config(attempts: int, episode: EpisodeConfig = FAST, **kw) -> RolloutConfig:
+def eval_config(attempts: int, episode: EpisodeConfig = FAST, **kw) -> dict:
     """Local sandboxes, a turn penalty threshold below the small turn limit."""
-    return RolloutConfig(
-        samples=attempts,
-        stage="eval",
-        episode=episode,
-        backend="local",
-        turn_penalty_threshold=1,
-        **kw,
-    )
+    return dict(attempts=attempts, episode=episode, backend="local", turn_penalty_threshold=1, **kw)
 
 
 def test_scripted_attempts_give_known_figures_rows_and_predictions(setup):
@@ -96,7 +88,7 @@ def test_scripted_attempts_give_known_figures_rows_and_predictions(setup):
         model=str(model),
         tasks="toy-swe",
         split="eval",
-        config=eval_config(3, max_live_sandboxes=3),
+        **eval_config(3, max_live_sandboxes=3),
     )
     out = evaluate(lake, generator=gen, **kw)
     assert not out.reused and out.resumed_attempts == 0
@@ -178,7 +170,7 @@ def test_a_killed_run_resumes_its_finished_attempts(setup):
         tasks="toy-swe",
         split=None,
         # one at a time: the crash leaves exactly 3 attempts saved
-        config=eval_config(2, max_live_sandboxes=1),
+        **eval_config(2, max_live_sandboxes=1),
         name="resume-test",
     )
 
@@ -215,7 +207,7 @@ def test_tiny_random_model_through_the_hf_backend(setup):
         tasks="toy-swe",
         split="eval",
         limit=2,
-        config=eval_config(2, episode),
+        **eval_config(2, episode),
         generator="hf",
         seed=1,
     )
@@ -234,6 +226,6 @@ def test_tiny_random_model_through_the_hf_backend(setup):
 def test_unknown_split_and_zero_attempts_are_refused(setup):
     lake, tasks_v, model = setup
     with pytest.raises(ValueError, match="no task in split 'test'"):
-        evaluate(lake, model=str(model), tasks="toy-swe", split="test", config=eval_config(1))
-    with pytest.raises(ValueError, match="stage 'eval', got 'dapo'"):
-        evaluate(lake, model=str(model), tasks="toy-swe", config=RolloutConfig(stage="dapo"))
+        evaluate(lake, model=str(model), tasks="toy-swe", split="test", **eval_config(1))
+    with pytest.raises(ValueError, match="attempts must be >= 1"):
+        evaluate(lake, model=str(model), tasks="toy-swe", **eval_config(0))
