@@ -107,6 +107,7 @@ def eval_plots(run: Run) -> Section:
     left.bar([i - 0.2 for i in x], p1, 0.4, yerr=sem, capsize=4, label="Pass@1 ± SEM")
     left.bar([i + 0.2 for i in x], pn, 0.4, alpha=0.5, label="Pass@n")
     left.set_xticks(list(x), labels, rotation=20, ha="right")
+    left.set_xlim(-0.7, max(len(labels), 4) - 0.3)  # a lone bar stays bar-sized
     left.set_ylabel("% of tasks resolved")
     left.set_ylim(0, max(100.0, *pn) * 1.05 if pn else 100)
     left.set_title("Pass@1 (error bars: SEM over runs) and Pass@n")
@@ -357,9 +358,12 @@ def _stacked(ax, labels: list[str], shares: list[dict[str, float]]) -> None:
     bottom = [0.0] * len(labels)
     for reason in reasons:
         values = [s.get(reason, 0.0) for s in shares]
-        ax.bar(labels, values, bottom=bottom, label=reason, color=TERMINATION_COLORS.get(reason))
+        ax.bar(
+            labels, values, 0.6, bottom=bottom, label=reason, color=TERMINATION_COLORS.get(reason)
+        )
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_ylim(0, 1)
+    ax.set_xlim(-0.7, max(len(labels), 4) - 0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
     ax.figure.subplots_adjust(right=0.82)
 
