@@ -8,6 +8,7 @@ import json
 import threading
 
 import pytest
+from swebench.harness.utils import get_predictions_from_file
 from transformers import AutoTokenizer
 
 from swerl.agent.episode import EpisodeConfig
@@ -142,6 +143,9 @@ def test_scripted_attempts_give_known_figures_rows_and_predictions(setup):
                 r for r in rows if (r["instance_id"], r["attempt"]) == (p["instance_id"], attempt)
             )
             assert p["model_patch"] == (row["patch"] or "")
+    # the official harness's own reader takes the file as is
+    official = get_predictions_from_file(str(out.predictions / "attempt-00.jsonl"), "toy", "test")
+    assert [p["instance_id"] for p in official] == eval_ids
     # the parquet reader still sees exactly the rows (the extra files do not disturb it)
     assert connect(lake.root).execute("select count(*) from evals").fetchone()[0] == 9
 
