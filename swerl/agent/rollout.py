@@ -173,7 +173,10 @@ def _one_episode(
         start_s = time.monotonic() - started
         try:
             system, issue = prompts.render(task, config.episode, repo_dir=sandbox.workdir)
-            result = run_episode(chat, generator.complete, sandbox, system, issue, config.episode)
+            with generator.episode():
+                result = run_episode(
+                    chat, generator.complete, sandbox, system, issue, config.episode
+                )
         finally:
             t0 = time.monotonic()
             sandbox.close()

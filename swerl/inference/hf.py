@@ -64,7 +64,13 @@ class HFGenerator:
             mask[i, width - len(p) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,  # the prompt's other positions need no logits
+        )
         cache, logits = out.cache, out.logits[:, -1, :].float()
         next_pos = positions[:, -1] + 1
 
@@ -73,15 +79,14 @@ class HFGenerator:
         finish: list[str | None] = [None] * batch
         history = [list(p) for p in prompts]
         for _ in range(max(p.max_tokens for p in params)):
-            chosen = torch.full((batch,), self.pad_token_id, dtype=torch.long)
-            for i in range(batch):
-                if finish[i] is not None:
+            dist = _distributions(logits, params, history)
+            chosen = torch.multinomial(dist.exp(), 1, generator=self.rng)  # [batch, 1]
+            chosen_lp = dist.gather(-1, chosen)[:, 0].tolist()
+            for i, token in enumerate(chosen[:, 0].tolist()):
+                if finish[i] is not None:  # a finished row's sample is discarded
                     continue
-                dist = _distribution(logits[i], params[i], history[i])
-                token = int(torch.multinomial(dist.exp(), 1, generator=self.rng))
-                chosen[i] = token
                 tokens[i].append(token)
-                logprobs[i].append(float(dist[token]))
+                logprobs[i].append(chosen_lp[i])
                 history[i].append(token)
                 if token in params[i].stop_token_ids:
                     finish[i] = "stop"
@@ -93,7 +98,7 @@ class HFGenerator:
                 [mask, torch.ones((batch, 1), dtype=mask.dtype, device=self.device)], 1
             )
             out = self.model(
-                input_ids=chosen[:, None].to(self.device),
+                input_ids=chosen.to(self.device),
                 attention_mask=mask,
                 position_ids=next_pos[:, None],
                 cache=cache,
@@ -104,9 +109,27 @@ class HFGenerator:
         return [Completion(tokens[i], logprobs[i], finish[i] or "length") for i in range(batch)]
 
 
+def _distributions(
+    logits: torch.Tensor, params: list[SamplingParams], histories: list[list[int]]
+) -> torch.Tensor:
+    """[batch, vocab] log-probabilities each row samples from: one batched computation when the
+    rows share their settings (the rollout case), row by row otherwise."""
+    first = params[0]
+    same = all(
+        (p.temperature, p.top_p, p.top_k, p.min_p, p.repetition_penalty)
+        == (first.temperature, first.top_p, first.top_k, first.min_p, first.repetition_penalty)
+        for p in params
+    )
+    if same and first.repetition_penalty == 1.0:
+        return _distribution(logits, first, [])
+    return torch.stack([_distribution(logits[i], p, histories[i]) for i, p in enumerate(params)])
+
+
 def _distribution(logits: torch.Tensor, p: SamplingParams, history: list[int]) -> torch.Tensor:
-    """Log-probabilities of the distribution `p` samples from, given raw next-token logits."""
+    """Log-probabilities of the distribution `p` samples from, given raw next-token logits
+    (over the last dimension; `history` is used for the repetition penalty of a 1-D row)."""
     if p.repetition_penalty != 1.0:
+        assert logits.dim() == 1, "the repetition penalty is applied row by row"
         seen = torch.tensor(sorted(set(history)), dtype=torch.long, device=logits.device)
         values = logits[seen]
         logits = logits.clone()
@@ -114,18 +137,16 @@ def _distribution(logits: torch.Tensor, p: SamplingParams, history: list[int]) -
             values > 0, values / p.repetition_penalty, values * p.repetition_penalty
         )
     logp = torch.log_softmax(logits / p.temperature, dim=-1)
+    if p.top_k == 0 and p.min_p == 0.0 and p.top_p == 1.0:
+        return logp
     keep = torch.ones_like(logp, dtype=torch.bool)
     if p.top_k:
-        kth = torch.topk(logp, min(p.top_k, logp.numel())).values[-1]
+        kth = torch.topk(logp, min(p.top_k, logp.shape[-1]), dim=-1).values[..., -1:]
         keep &= logp >= kth
     if p.min_p:
-        keep &= logp >= logp.max() + torch.log(torch.tensor(p.min_p))
+        keep &= logp >= logp.max(dim=-1, keepdim=True).values + torch.log(torch.tensor(p.min_p))
     if p.top_p < 1.0:
-        sorted_lp, order = torch.sort(logp, descending=True)
-        before = torch.cumsum(sorted_lp.exp(), 0) - sorted_lp.exp()  # mass before each token
-        nucleus = torch.zeros_like(keep)
-        nucleus[order] = before < p.top_p
-        keep &= nucleus
-    if keep.all():
-        return logp
+        sorted_lp, order = torch.sort(logp, dim=-1, descending=True)
+        before = torch.cumsum(sorted_lp.exp(), -1) - sorted_lp.exp()  # mass before each token
+        keep &= torch.zeros_like(keep).scatter(-1, order, before < p.top_p)
     return torch.log_softmax(logp.masked_fill(~keep, float("-inf")), dim=-1)

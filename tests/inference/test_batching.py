@@ -61,3 +61,24 @@ def test_replay_emits_scripted_messages_then_fails():
     assert (cut.token_ids, cut.finish_reason) == ([99], "length")
     with pytest.raises(RuntimeError, match="exhausted after 2 messages"):
         gen.generate([[1]], [SamplingParams()])
+
+
+def test_announced_episodes_are_waited_for_so_batches_stay_full():
+    """Episodes alternating generation and (uneven) sandbox time: with `episode()` every batch
+    holds all live episodes instead of splitting them into alternating groups."""
+    echo = Echo()
+    gen = BatchingGenerator(echo, max_batch=8, max_wait_s=0.5)
+
+    def episode(i: int) -> None:
+        with gen.episode():
+            for turn in range(4):
+                gen.complete([i, turn], SamplingParams())
+                time.sleep(0.01 * (i % 4))  # the sandbox call, longer for some episodes
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(episode, range(4)))
+    gen.close()
+    # an episode that starts before the others announce themselves runs one batch ahead, so
+    # the first and the last batch may be partial; every other batch holds all four
+    assert sum(echo.calls) == 16 and len(echo.calls) <= 6
+    assert all(n == 4 for n in echo.calls[1:-1]), echo.calls
