@@ -31,7 +31,7 @@ from swerl.sandbox import resolve_backend
 from swerl.swe.task import load_tasks
 from swerl.train.rft import RFTDataError
 from tasks.params import settings
-from tasks.reporting import report_stage
+from tasks.reporting import publish_report, report_stage
 
 
 def base_policy(lake: Lake, base_model: str) -> str:
@@ -112,6 +112,16 @@ def pipeline(
         results[stage] = {"model": model, "evals": out["evals"], **_figures(out["summary"])}
     for stage, r in results.items():
         logger.info("%-5s Pass@1 %.3f +- %.3f (%s)", stage, r["pass@1"], r["sem"], r["model"])
+    from swerl.report import build_report, report_figures
+
+    report = build_report(
+        lake,
+        lake.root / "reports" / f"pipeline-{loop['policy']}.html",
+        model=loop["policy"],
+        title=f"swerl pipeline ({config or 'defaults'})",
+    )
+    publish_report(report_figures(lake, loop["policy"]))
+    logger.info("report: %s", report)
     report_stage(
         "pipeline",
         inputs={"tasks": tasks["tasks"], "base model": base},

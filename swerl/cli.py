@@ -3,7 +3,10 @@
     swerl tasks import FILE... --name NAME     task files -> a `tasks` version
     swerl datasets [DATASET]                   what the lake holds
     swerl sql "SELECT ..."                     DuckDB over every dataset
-    swerl demo                                 the demo pipeline on the bundled inputs
+    swerl demo                                 the whole pipeline on toy-SWE with a tiny model
+    swerl run STAGE --param k=v [--force]      one stage's flow (re-run, pinned inputs)
+    swerl evaluate --model M --tasks T         n attempts per task -> `evals`, SWE-bench predictions
+    swerl report --out report.html             the HTML report of a run (--model: its final model)
     swerl toy build                            the toy-SWE suite as a `tasks` version
     swerl images base                          build swerl-base:bookworm (no registry needed)
     swerl images build --tasks NAME            per-task sandbox images
@@ -325,41 +328,106 @@ def _created(manifest: dict) -> str:
     return str(manifest.get("created_at", ""))[:19].replace("T", " ")
 
 
-# ---- demo ----------------------------------------------------------------------------------------
+# ---- demo and stages ----------------------------------------------------------------------------
 
-SAMPLE_TASKS = (
-    Path(__file__).resolve().parent.parent / "data" / "samples" / "swe-bench-lite-sample.jsonl"
+DEMO_QUERIES = (
+    (
+        "pass@1 per evaluated policy",
+        "select inputs->>'models' model, avg(resolved::int) pass1, count(*) attempts "
+        "from evals_all e join lake_versions v on v.dataset = 'evals' and v.version = e.version "
+        "group by 1 order by min(v.created_at)",
+    ),
+    (
+        "how episodes ended, per stage and iteration",
+        "select stage, iteration, termination, count(*) n, avg(reward) reward "
+        "from trajectories_all group by all order by all",
+    ),
+    (
+        "the DAPO updates, step by step",
+        "select iteration, step, round(loss, 4) loss, clip_frac_high, round(entropy, 3) entropy, "
+        "kept_samples, dropped_samples from train_metrics_all where stage = 'update_policy' "
+        "order by iteration, step",
+    ),
 )
+
+
+def _prefect_env() -> None:
+    """Ephemeral-mode Prefect on a busy laptop: a patient server start, no telemetry."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 @app.command()
 def demo(
-    tasks_file: Annotated[Path, typer.Option(help="Task file to import.")] = SAMPLE_TASKS,
+    config: Annotated[str, typer.Option(help="Config of every stage (configs/NAME.yaml).")] = (
+        "dev-tiny"
+    ),
+    force: Annotated[bool, typer.Option(help="Redo every stage (new versions).")] = False,
 ) -> None:
-    """The demo pipeline on the bundled inputs. For now: import the sample SWE-bench tasks and
-    show what the lake holds; later stages join as they are built."""
+    """The whole pipeline on the toy-SWE suite with a tiny model, in Prefect's ephemeral mode:
+    import -> images -> filter -> RFT collection -> RFT -> DAPO -> evaluation. A second run reuses
+    every finished stage."""
+    _prefect_env()
+    lk = lake()
+    console.rule("[bold]swerl demo")
+    console.print(f"config: {config}   lake: {lk.root.resolve()}   (progress: the flow logs)")
+    from flows.pipeline import pipeline
+
     try:
-        lk = lake()
-        console.rule("[bold]swerl demo")
-        console.print(f"lake root: {lk.root.resolve()}")
-        result = import_tasks([tasks_file], name="sample", lake=lk)
-        verb = "reused" if result.reused else "imported"
-        console.print(f"1. import_tasks: {verb} {result.rows} tasks -> tasks {result.version}")
-        console.print()
-        datasets(dataset=None, schema=False)
-        con = connect(lk.root)
-        console.print(
-            'tasks per repository (swerl sql "select repo, count(*) n from tasks group by repo order by n desc"):'
-        )
-        rows = con.sql(
-            "select repo, count(*) n from tasks group by repo order by n desc"
-        ).fetchall()
-        table = Table("repo", "n")
-        for repo, n in rows:
-            table.add_row(repo, str(n))
-        console.print(table)
-    except USER_ERRORS as e:
-        fail(str(e))
+        result = pipeline(config=config, force=force, data=str(lk.root))
+    except Exception as e:  # the flow logged the traceback; one line here
+        fail(f"the pipeline failed: {type(e).__name__}: {e}")
+    console.rule("[bold]results")
+    table = Table("stage", "model version", "Pass@1", "± SEM", "evals version")
+    for stage, r in result["results"].items():
+        table.add_row(stage, r["model"], f"{r['pass@1']:.3f}", f"{r['sem']:.3f}", r["evals"])
+    console.print(table)
+    console.print(f"Everything is in {lk.root.resolve()} (versioned Parquet + model directories).")
+    console.print(f"The run's report (open it in a browser): {result['report']}")
+    console.print("Try (each reads the whole lake with DuckDB):")
+    for what, query in DEMO_QUERIES:
+        console.print(f"  # {what}")
+        console.print(f'  swerl sql "{query}"', highlight=False, soft_wrap=True)
+
+
+@app.command("run")
+def run_stage(
+    stage: Annotated[str, typer.Argument(help="import_tasks, filter_tasks, collect_rft, ...")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE (JSON value), repeatable.")
+    ] = None,
+    config: Annotated[str | None, typer.Option(help="Config (configs/NAME.yaml).")] = None,
+    force: Annotated[bool, typer.Option(help="Make a new version even if one matches.")] = False,
+) -> None:
+    """Run one stage's flow here (ephemeral Prefect, or the server at PREFECT_API_URL): the same
+    inputs, parameters and code reuse the existing version; --force makes a new one."""
+    import importlib
+
+    from swerl.config import STAGES
+
+    if stage.replace("-", "_") not in STAGES:
+        fail(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    stage = stage.replace("-", "_")
+    params = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--param {item!r}: expected KEY=VALUE")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    _prefect_env()
+    flow_fn = getattr(importlib.import_module(f"flows.{stage}"), stage)
+    try:
+        result = flow_fn(**params, config=config, force=force, data=str(lake().root))
+    except TypeError as e:
+        fail(f"{stage}: {e}")
+    except Exception as e:
+        fail(f"{stage} failed: {type(e).__name__}: {e}")
+    console.print_json(json.dumps(result, default=str))
 
 
 # ---- toy suite, images, sandboxes ----------------------------------------------------------------
@@ -560,6 +628,109 @@ def train_update_command(
     except (ValueError, CheckpointError, UpdateError, *USER_ERRORS) as e:
         fail(str(e))
     console.print(f"models version {version.version} at {version.path}")
+
+
+# ---- evaluation and reports ----------------------------------------------------------------------
+
+
+@app.command("evaluate")
+def evaluate_command(
+    model: Annotated[
+        str, typer.Option(help="Model: a `models` version (id or name) or a HF directory.")
+    ],
+    tasks: Annotated[str, typer.Option(help="`tasks` version (id or name).")] = "latest",
+    split: Annotated[
+        str | None, typer.Option(help="Only this split (toy-SWE: train or eval; default: all).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
+    attempts: Annotated[
+        int, typer.Option(help="Attempts per task (Pass@1 over runs, Pass@k).")
+    ] = 10,
+    backend: Annotated[str, typer.Option(help="Sandbox backend: auto, docker or local.")] = "auto",
+    generator: Annotated[str, typer.Option(help="Generator: hf, vllm or vllm-server.")] = "hf",
+    server_url: Annotated[str | None, typer.Option(help="URL of a vLLM server.")] = None,
+    device: Annotated[str, typer.Option(help="Device of the hf generator.")] = "cpu",
+    max_turns: Annotated[int, typer.Option(help="Turn limit of an episode.")] = 40,
+    max_context_tokens: Annotated[int, typer.Option(help="Context limit of an episode.")] = 65536,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Cap on tokens sampled per turn (default: none).")
+    ] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (1.0 is off).")] = 1.0,
+    max_live_sandboxes: Annotated[int, typer.Option(help="Attempts in flight at once.")] = 8,
+    turn_penalty_threshold: Annotated[int, typer.Option(help="L_thr of the reward.")] = 10,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    name: Annotated[str | None, typer.Option(help="Name of the new evals version.")] = None,
+    force: Annotated[bool, typer.Option(help="A new version even if this one exists.")] = False,
+) -> None:
+    """n attempts per task -> an `evals` version, its summary, SWE-bench predictions files."""
+    from swerl.agent.episode import EpisodeConfig
+    from swerl.evaluation.evaluate import evaluate
+    from swerl.inference.base import SamplingParams
+    from swerl.sandbox import resolve_backend
+    from swerl.train.checkpoint import CheckpointError
+
+    try:
+        episode = EpisodeConfig(
+            max_turns=max_turns,
+            max_context_tokens=max_context_tokens,
+            max_turn_tokens=max_new_tokens,
+            sampling=SamplingParams(temperature=temperature, top_p=top_p),
+        )
+        with console.status("evaluating") as status:
+            out = evaluate(
+                lake(),
+                model=model,
+                tasks=tasks,
+                split=split,
+                limit=limit,
+                attempts=attempts,
+                episode=episode,
+                backend=resolve_backend(backend),
+                max_live_sandboxes=max_live_sandboxes,
+                turn_penalty_threshold=turn_penalty_threshold,
+                generator=generator,
+                server_url=server_url,
+                device=device,
+                seed=seed,
+                name=name,
+                force=force,
+                progress=lambda done, total: status.update(f"evaluating: {done}/{total} attempts"),
+            )
+    except (ValueError, CheckpointError, *USER_ERRORS) as e:
+        fail(str(e))
+    s = out.summary
+    n = s["attempts"]
+    reused = " (reused: same inputs, parameters and code)" if out.reused else ""
+    console.print(f"evals version {out.evals}{reused}")
+    console.print(
+        f"Pass@1 {100 * s['pass_at_1']:.1f}% ± {100 * s['pass_at_1_sem']:.1f} (SEM over {n} runs), "
+        f"Pass@{n} {100 * s['pass_at_k'][str(n)]:.1f}% on {s['tasks']} tasks; "
+        f"mean turns {s['mean_turns']:.1f}; "
+        + ", ".join(f"{k} {v}" for k, v in sorted(s["terminations"].items()))
+    )
+    console.print(f"predictions (SWE-bench format, one file per attempt): {out.predictions}")
+
+
+@app.command("report")
+def report_command(
+    out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("report.html"),
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="The run's final model (version, name or directory); default: the whole lake."
+        ),
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="Title of the page.")] = None,
+) -> None:
+    """A self-contained HTML report of a run: stage table, Pass@k, rollouts and training curves."""
+    from swerl.report import build_report
+
+    try:
+        path = build_report(lake(), out, model=model, title=title)
+    except USER_ERRORS as e:
+        fail(str(e))
+    console.print(f"report written to {path}")
 
 
 if __name__ == "__main__":

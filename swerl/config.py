@@ -136,15 +136,13 @@ def rollout_config(settings: Mapping[str, Any], *, stage: str, iteration: int = 
     from swerl.inference.base import SamplingParams
 
     s = {k: v for k, v in settings.items() if v is not None}
-    sampling = SamplingParams(
-        **{k: s[k] for k in ("temperature", "top_p") if k in s},
-        **({"max_tokens": s["max_new_tokens"]} if "max_new_tokens" in s else {}),
-    )
+    sampling = SamplingParams(**{k: s[k] for k in ("temperature", "top_p") if k in s})
     tools = ToolConfig(
         **({"command_timeout": s["command_timeout"]} if "command_timeout" in s else {})
     )
     episode = EpisodeConfig(
         **{k: s[k] for k in ("max_turns", "max_context_tokens") if k in s},
+        max_turn_tokens=s.get("max_new_tokens"),
         sampling=sampling,
         tools=tools,
     )

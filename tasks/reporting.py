@@ -72,3 +72,17 @@ class Progress:
             self.last = step
             update_progress_artifact(self.id, percent)
             self.logger.info("%s: %d/%d", self.what, done, total)
+
+
+def publish_report(sections) -> None:
+    """The run report's figures (`swerl.report.report_figures`) as Prefect artifacts: per section
+    a markdown artifact (title, text, the plot inline as a PNG data URI) and a table artifact."""
+    import base64
+
+    for s in sections:
+        md = f"## {s.title}\n\n{s.text}\n"
+        if s.png is not None:
+            md += f"\n![{s.title}](data:image/png;base64,{base64.b64encode(s.png).decode()})\n"
+        create_markdown_artifact(key=f"report-{s.key}", markdown=md, description=s.title)
+        if s.table:
+            create_table_artifact(key=f"report-{s.key}-table", table=s.table, description=s.title)

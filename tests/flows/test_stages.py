@@ -1,0 +1,142 @@
+"""The stage flows against a real (temporary) Prefect server: re-runs reuse versions and
+`force` makes new ones, a rollout split into 2 shards publishes one complete dataset, the DAPO
+loop's dynamic sampling and stage switch, and bad input that fails before any work."""
+
+from __future__ import annotations
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.dapo import dapo
+from flows.filter_tasks import filter_tasks
+from flows.rollout import rollout
+from swerl.lake import Lake, connect
+from swerl.models.tiny import TinySpec, publish_tiny_model
+from swerl.swe.toy import publish_toy_suite
+
+EPISODE = dict(
+    backend="local",
+    max_turns=3,
+    turn_penalty_threshold=2,
+    max_context_tokens=4096,
+    max_new_tokens=16,
+    max_live_sandboxes=2,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=300):
+        yield
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory) -> Lake:
+    lake = Lake(tmp_path_factory.mktemp("lake"))
+    publish_toy_suite(lake, n_train=3, n_eval=1, name="toy")
+    publish_tiny_model(lake, TinySpec(vocab_size=400, hidden_size=32, layers=1), name="tiny")
+    return lake
+
+
+def _versions(lake: Lake, dataset: str) -> list[str]:
+    return [v.version for v in lake.versions(dataset)]
+
+
+def test_filter_rerun_reuses_and_force_makes_a_new_version(lake):
+    data = str(lake.root)
+    first = filter_tasks(tasks="toy", runs=1, backend="local", concurrency=2, data=data)
+    again = filter_tasks(tasks="toy", runs=1, backend="local", concurrency=2, data=data)
+    assert again == first
+    forced = filter_tasks(
+        tasks="toy", runs=1, backend="local", concurrency=2, force=True, data=data
+    )
+    assert forced["task_pool"] != first["task_pool"]
+    rows = (
+        connect(lake.root)
+        .sql("select version from lake_versions where dataset = 'task_pool' order by created_at")
+        .fetchall()
+    )
+    assert [r[0] for r in rows][-2:] == [first["task_pool"], forced["task_pool"]]
+    manifest = lake.manifest("task_pool", forced["task_pool"])
+    assert manifest["info"]["flow_name"] == "filter-tasks" and manifest["info"]["flow_run_id"]
+
+
+def test_rollout_in_two_shards_publishes_every_episode_once(lake):
+    out = rollout(
+        model="tiny", tasks="toy", samples=2, shards=2, seed=3, data=str(lake.root), **EPISODE
+    )
+    rows = lake.read("trajectories", out["trajectories"]).to_pylist()
+    keys = sorted((r["instance_id"], r["sample"]) for r in rows)
+    tasks = [r["instance_id"] for r in lake.read("tasks", "toy").to_pylist()]
+    assert keys == sorted((t, s) for t in tasks for s in range(2))
+    turns = lake.read("turns", out["turns"]).to_pylist()
+    assert {t["trajectory_id"] for t in turns} <= {r["trajectory_id"] for r in rows}
+    # the same call again: nothing runs, the version is reused
+    assert (
+        rollout(
+            model="tiny", tasks="toy", samples=2, shards=2, seed=3, data=str(lake.root), **EPISODE
+        )
+        == out
+    )
+
+
+def test_dapo_without_signal_keeps_the_policy_and_refilters_for_stage_2(lake):
+    pool = filter_tasks(tasks="toy", runs=1, backend="local", concurrency=2, data=str(lake.root))[
+        "task_pool"
+    ]
+    out = dapo(
+        policy="tiny",
+        pool=pool,
+        iterations=2,
+        samples=2,
+        tasks_per_batch=2,
+        batch_size=2,
+        max_rollout_batches=2,
+        max_turns=3,
+        max_context_tokens=4096,
+        stage2_from=1,
+        stage2_max_turns=4,
+        stage2_max_context_tokens=4096,
+        stage2_batch_size=2,
+        stage2_tasks_per_batch=2,
+        max_new_tokens=16,
+        backend="local",
+        max_live_sandboxes=2,
+        turn_penalty_threshold=2,
+        data=str(lake.root),
+    )
+    first, second = out["iterations"]
+    # random weights solve nothing: no sample has an advantage, both draws happen, no update
+    assert first["kept"] == 0 and len(first["trajectories"]) == 2 and first["samples"] == 8
+    assert out["policy"] == lake.resolve("models", "tiny").version
+    # stage 2 re-filtered the pool from iteration 0's trajectories: never-solved tasks dropped
+    assert second["stage"] == 2 and out["task_pool"] != pool
+    dropped = lake.read("task_pool", out["task_pool"]).to_pylist()
+    assert any("never solved" in " ".join(r["reasons"]) for r in dropped)
+
+
+def test_bad_input_fails_before_any_work(lake):
+    data = str(lake.root)
+    before = {d: _versions(lake, d) for d in lake.datasets()}
+    with pytest.raises(Exception, match="no-such-version"):
+        filter_tasks(tasks="no-such-version", runs=1, backend="local", data=data)
+    with pytest.raises(ValueError, match="stage 2 context .* smaller than stage 1"):
+        dapo(
+            policy="tiny",
+            max_context_tokens=8192,
+            stage2_from=1,
+            stage2_max_context_tokens=4096,
+            data=data,
+        )
+    with pytest.raises(ValueError, match="batch_size 64 is larger than tasks_per_batch 2"):
+        dapo(
+            policy="tiny",
+            batch_size=64,
+            tasks_per_batch=2,
+            samples=2,
+            max_rollout_batches=1,
+            data=data,
+        )
+    with pytest.raises(Exception, match="no-such-model"):
+        dapo(policy="no-such-model", data=data)
+    assert {d: _versions(lake, d) for d in lake.datasets()} == before
