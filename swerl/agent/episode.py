@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from swerl.agent.chat import ChatFormat, Transcript
 from swerl.agent.parse import extract_command
@@ -96,7 +96,6 @@ class EpisodeResult:
     """Seconds in sandbox calls: the tools and the final diff."""
     total_s: float = 0.0
     """Wall time of `run_episode`."""
-    extra: dict = field(default_factory=dict)
 
     @property
     def submitted(self) -> bool:

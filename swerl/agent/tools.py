@@ -163,9 +163,7 @@ class Tools:
         path = self._path(call.args[0])
         if self._exists(path):
             raise UsageError(f"create: {path} already exists; use open and edit to change it")
-        parent = posixpath.dirname(path)
-        self.sandbox.run(f"mkdir -p {shlex.quote(parent)}", timeout=10)
-        self.sandbox.write_file(path, call.text or "")
+        self._write(path, call.text or "")  # parents are created
         self.open_file, self.first_line = path, 1
         return Observation(self._window(self._read_lines(path)))
 
@@ -194,7 +192,7 @@ class Tools:
         if start > 1 and lines[start - 2] and not lines[start - 2].endswith("\n"):
             lines[start - 2] += "\n"  # inserting after a last line without a newline
         updated = lines[: start - 1] + new + lines[end:]
-        self.sandbox.write_file(path, "".join(updated))
+        self._write(path, "".join(updated))
         self.open_file = path
         self.first_line = max(1, start - self.config.window // 4)
         return Observation(self._window(updated))
@@ -224,7 +222,7 @@ class Tools:
             if replace_all
             else text.replace(search, replacement, 1)
         )
-        self.sandbox.write_file(path, updated)
+        self._write(path, updated)
         self.first_line = max(1, at - self.config.window // 4)
         note = f"Replaced {n if replace_all else 1} occurrence(s).\n"
         return Observation(note + self._window(updated.splitlines(keepends=True)))
@@ -287,6 +285,12 @@ class Tools:
         if check == "dir":
             raise UsageError(f"{path} is a directory; use ls to list it")
         return self.sandbox.read_file(path).splitlines(keepends=True)
+
+    def _write(self, path: str, text: str) -> None:
+        try:
+            self.sandbox.write_file(path, text)
+        except PermissionError:  # the agent's own doing (chmod): its problem, not the sandbox's
+            raise UsageError(f"cannot write {path}: permission denied") from None
 
     def _require_open(self, tool: str) -> str:
         if self.open_file is None:
