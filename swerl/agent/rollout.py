@@ -371,6 +371,8 @@ def rollout(
 
     if shard is not None and not 0 <= shard < shards:
         raise ValueError(f"shard must be in [0, {shards}), got {shard}")
+    if config.backend == "docker":
+        check_images(task_list)
     work = lake.work_dir("rollout", fp)
     finished = _load_finished(work)
     skip = {key for key in finished}
@@ -410,6 +412,32 @@ def rollout(
             uw.write([turn for r in rows for turn in r.turns])
     shutil.rmtree(work, ignore_errors=True)
     return RolloutOutput(tw.version, uw.version, False, len(skip))
+
+
+def check_images(tasks: list[Task]) -> None:
+    """Fail before any episode when a task's docker image is missing (else every episode of the
+    stage would end as a `sandbox_error` row)."""
+    import docker
+    import docker.errors
+
+    from swerl.sandbox.docker import image_name
+
+    client = docker.from_env()
+    missing = []
+    try:
+        for task in tasks:
+            try:
+                client.images.get(image_name(task, client))
+            except (SandboxError, docker.errors.ImageNotFound):
+                missing.append(task.instance_id)
+    finally:
+        client.close()
+    if missing:
+        raise SandboxError(
+            f"{len(missing)} of {len(tasks)} tasks have no docker image (first: "
+            f"{', '.join(missing[:5])}); build them with `swerl images build --tasks <tasks>` "
+            "or use the local backend"
+        )
 
 
 def make_generator(

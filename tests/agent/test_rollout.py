@@ -143,3 +143,16 @@ def test_rollout_stage_publishes_reuses_forces_and_resumes(lake, model_dir, mode
     forced = rollout(lake, force=True, **kwargs)
     assert not forced.reused and forced.trajectories != out.trajectories
     assert len(lake.versions("trajectories")) == 2
+
+
+@pytest.mark.docker
+def test_a_missing_docker_image_fails_the_stage_before_any_episode(lake, model_dir, docker_client):
+    import dataclasses
+
+    from swerl.agent.rollout import check_images
+    from swerl.sandbox import SandboxError
+
+    task = load_tasks("toy-swe", root=lake.root)[0]
+    unbuilt = dataclasses.replace(task, instance_id="toy__never-built-0")
+    with pytest.raises(SandboxError, match="1 of 1 tasks have no docker image"):
+        check_images([unbuilt])
