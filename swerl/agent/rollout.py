@@ -11,6 +11,7 @@ the turn penalty.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -379,8 +380,6 @@ def rollout(
     if shard is not None:  # the other shards' episodes are not this call's to run
         keys = [(t.instance_id, s) for t in task_list for s in range(config.samples)]
         skip |= {key for i, key in enumerate(keys) if i % shards != shard}
-    gen, chat = make_generator(ref.path, generator, server_url=server_url, device=device, seed=seed)
-    batching = BatchingGenerator(gen, max_batch=max_batch)
     total = len(task_list) * config.samples
     count = [len(skip)]
 
@@ -390,12 +389,21 @@ def rollout(
         if progress is not None:
             progress(count[0], total)
 
-    try:
-        run_rollouts(
-            task_list, batching, chat, config, policy_version=ref.id, skip=skip, on_episode=save
+    if len(skip) < total:  # (a final call after shards only publishes: no model to load)
+        gen, chat = make_generator(
+            ref.path,
+            generator,
+            server_url=server_url,
+            device=device,
+            seed=generator_seed(seed, shard, len(finished)),
         )
-    finally:
-        batching.close()
+        batching = BatchingGenerator(gen, max_batch=max_batch)
+        try:
+            run_rollouts(
+                task_list, batching, chat, config, policy_version=ref.id, skip=skip, on_episode=save
+            )
+        finally:
+            batching.close()
     if shard is not None:
         return RolloutOutput(None, None, False, len(finished))
     episodes = _load_finished(work)
@@ -412,6 +420,13 @@ def rollout(
             uw.write([turn for r in rows for turn in r.turns])
     shutil.rmtree(work, ignore_errors=True)
     return RolloutOutput(tw.version, uw.version, False, len(skip))
+
+
+def generator_seed(seed: int, shard: int | None, resumed: int) -> int:
+    """The sampler's seed for one call of the stage: different per shard and per resume. With
+    the stage's seed alone, the samples of a task run by another shard, or after a resume, would
+    repeat the random draws of those already run: identical episodes in one group."""
+    return int(hashlib.sha256(f"{seed}/{shard}/{resumed}".encode()).hexdigest()[:8], 16)
 
 
 def check_images(tasks: list[Task]) -> None:

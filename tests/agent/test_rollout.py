@@ -135,6 +135,7 @@ def test_rollout_stage_publishes_reuses_forces_and_resumes(lake, model_dir, mode
         assert row["policy_version"] == f"path:{model_dir.resolve()}"
         assert row["generator"] == "hf" and row["stage"] == "dapo"
         check_trajectory(row, chat, model)
+    assert_groups_are_not_repeats(trajectories)
     manifest = lake.manifest("trajectories", out.trajectories)
     assert manifest["parameters"]["config"]["episode"]["sampling"]["temperature"] == 1.0
 
@@ -143,6 +144,27 @@ def test_rollout_stage_publishes_reuses_forces_and_resumes(lake, model_dir, mode
     forced = rollout(lake, force=True, **kwargs)
     assert not forced.reused and forced.trajectories != out.trajectories
     assert len(lake.versions("trajectories")) == 2
+
+    # shards run their share and publish nothing; a last call publishes every episode at once
+    sharded = dict(kwargs, seed=1)
+    for shard in (0, 1):
+        part = rollout(lake, shard=shard, shards=2, **sharded)
+        assert part.trajectories is None and part.turns is None
+    final = rollout(lake, **sharded)
+    assert final.resumed_episodes == 4 and final.trajectories not in (out.trajectories, None)
+    rows = lake.read("trajectories", final.trajectories).to_pylist()
+    assert len(rows) == 4 and all(r["fidelity_mismatches"] == 0 for r in rows)
+    assert_groups_are_not_repeats(rows)
+
+
+def assert_groups_are_not_repeats(rows: list[dict]) -> None:
+    """Samples of one task run in different calls (a resume, other shards) must not repeat each
+    other's random draws."""
+    by_group: dict[str, list[list[int]]] = {}
+    for r in rows:
+        by_group.setdefault(r["group_id"], []).append(r["token_ids"])
+    for group, samples in by_group.items():
+        assert len({tuple(ids) for ids in samples}) == len(samples), f"repeated samples in {group}"
 
 
 @pytest.mark.docker
