@@ -129,8 +129,7 @@ def dapo(
     stages = dapo_stages(s)
     check_batches(stages, samples_n, max_batches)
     pool_v = lake.resolve("task_pool", s.get("pool", "latest")).version
-    policy_v = s["policy"]
-    resolve_model(lake, policy_v)  # an unknown policy fails here, before any work
+    policy_v = resolve_model(lake, s["policy"]).id  # an unknown policy fails here, before work
     start, count = s.get("start_iteration", 0), s.get("iterations", 1)
     seed = s.get("seed", 0)
     passthrough = {k: s[k] for k in ROLLOUT_PASSTHROUGH if k in s}
@@ -158,7 +157,13 @@ def dapo(
             refiltered = True
         ids = pool_ids(lake, pool_v)
         if not ids:
-            raise ValueError(f"dapo: task_pool {pool_v} keeps no task")
+            why = (
+                " after the stage-2 re-filter (every task was solved in >= max_solve_rate of "
+                "its attempts, or never)"
+                if refiltered and loop_trajectories
+                else ""
+            )
+            raise ValueError(f"dapo: task_pool {pool_v} keeps no task{why}; nothing to train on")
         versions: list[str] = []
         drawn: list[str] = []
         kept = total = 0

@@ -9,12 +9,15 @@ log-prob returned for a token is taken from the same distribution it was drawn f
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from swerl.inference.base import Completion, SamplingParams
+
+_LOADING = threading.Lock()
 
 
 class HFGenerator:
@@ -39,7 +42,8 @@ class HFGenerator:
                 raise FileNotFoundError(
                     f"{path} is not a Hugging Face model directory (no config.json)"
                 )
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            with _LOADING:  # transformers' meta-device loading is not safe in parallel threads
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.pad_token_id = (

@@ -81,38 +81,45 @@ def test_rollout_in_two_shards_publishes_every_episode_once(lake):
 
 
 def test_dapo_without_signal_keeps_the_policy_and_refilters_for_stage_2(lake):
-    pool = filter_tasks(tasks="toy", runs=1, backend="local", concurrency=2, data=str(lake.root))[
-        "task_pool"
-    ]
-    out = dapo(
+    data = str(lake.root)
+    pool = filter_tasks(tasks="toy", runs=1, backend="local", concurrency=2, data=data)
+    loop = dict(
         policy="tiny",
-        pool=pool,
-        iterations=2,
+        pool=pool["task_pool"],
         samples=2,
         tasks_per_batch=2,
         batch_size=2,
         max_rollout_batches=2,
         max_turns=3,
         max_context_tokens=4096,
-        stage2_from=1,
-        stage2_max_turns=4,
-        stage2_max_context_tokens=4096,
-        stage2_batch_size=2,
-        stage2_tasks_per_batch=2,
         max_new_tokens=16,
         backend="local",
         max_live_sandboxes=2,
         turn_penalty_threshold=2,
-        data=str(lake.root),
+        data=data,
     )
-    first, second = out["iterations"]
+    out = dapo(iterations=1, **loop)
+    (first,) = out["iterations"]
     # random weights solve nothing: no sample has an advantage, both draws happen, no update
     assert first["kept"] == 0 and len(first["trajectories"]) == 2 and first["samples"] == 8
     assert out["policy"] == lake.resolve("models", "tiny").version
-    # stage 2 re-filtered the pool from iteration 0's trajectories: never-solved tasks dropped
-    assert second["stage"] == 2 and out["task_pool"] != pool
-    dropped = lake.read("task_pool", out["task_pool"]).to_pylist()
-    assert any("never solved" in " ".join(r["reasons"]) for r in dropped)
+
+    # stage 2 from iteration 1: the pool is re-filtered from iteration 0 (reused, not re-run);
+    # every task was never solved, so the new pool is empty and the loop says so
+    before = len(lake.versions("trajectories"))
+    with pytest.raises(ValueError, match="keeps no task after the stage-2 re-filter"):
+        dapo(
+            iterations=2,
+            stage2_from=1,
+            stage2_max_turns=4,
+            stage2_max_context_tokens=4096,
+            stage2_batch_size=2,
+            stage2_tasks_per_batch=2,
+            **loop,
+        )
+    assert len(lake.versions("trajectories")) == before
+    refiltered = lake.read("task_pool").to_pylist()
+    assert all(not r["kept"] and "never solved in" in r["reasons"][-1] for r in refiltered)
 
 
 def test_bad_input_fails_before_any_work(lake):
