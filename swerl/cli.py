@@ -5,6 +5,7 @@
     swerl sql "SELECT ..."                     DuckDB over every dataset
     swerl demo                                 the whole pipeline on toy-SWE with a tiny model
     swerl run STAGE --param k=v [--force]      one stage's flow (re-run, pinned inputs)
+    swerl rollout --tasks T --model M          a policy's episodes -> trajectories + turns
     swerl evaluate --model M --tasks T         n attempts per task -> `evals`, SWE-bench predictions
     swerl report --out report.html             the HTML report of a run (--model: its final model)
     swerl toy build                            the toy-SWE suite as a `tasks` version
@@ -628,6 +629,105 @@ def train_update_command(
     except (ValueError, CheckpointError, UpdateError, *USER_ERRORS) as e:
         fail(str(e))
     console.print(f"models version {version.version} at {version.path}")
+
+
+# ---- rollout -------------------------------------------------------------------------------------
+
+
+@app.command("rollout")
+def rollout_command(
+    tasks: Annotated[str, typer.Option(help="`tasks` version (id or name), e.g. toy-swe.")],
+    model: Annotated[str, typer.Option(help="Policy: a `models` version or a HF directory.")],
+    samples: Annotated[int, typer.Option(help="Episodes per task (G, one group).")] = 4,
+    pool: Annotated[
+        str | None, typer.Option(help="`task_pool` version: only its kept tasks.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
+    stage: Annotated[str, typer.Option(help="rft, dapo or eval (recorded on every row).")] = "dapo",
+    iteration: Annotated[int, typer.Option(help="DAPO iteration (recorded).")] = 0,
+    backend: Annotated[str, typer.Option(help="Sandboxes: auto, docker or local.")] = "auto",
+    generator: Annotated[str, typer.Option(help="hf, vllm or vllm-server.")] = "hf",
+    server_url: Annotated[
+        str | None, typer.Option(help="vllm-server: the server's base URL.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="hf: cpu or cuda.")] = "cpu",
+    max_batch: Annotated[int, typer.Option(help="Most turns generated in one batch.")] = 16,
+    max_live_sandboxes: Annotated[int, typer.Option(help="Episodes in flight at once.")] = 8,
+    max_turns: Annotated[int, typer.Option(help="Turn limit (T_max).")] = 40,
+    max_context_tokens: Annotated[int, typer.Option(help="Context limit in tokens.")] = 65536,
+    max_turn_tokens: Annotated[
+        int | None, typer.Option(help="Cap on one reply's tokens (default: the context left).")
+    ] = None,
+    command_timeout: Annotated[float, typer.Option(help="Seconds per agent command.")] = 60.0,
+    turn_penalty_threshold: Annotated[int, typer.Option(help="L_thr of the turn penalty.")] = 10,
+    grade_unsubmitted: Annotated[
+        bool, typer.Option(help="Grade episodes that hit a limit on their diff (else 0).")
+    ] = True,
+    demonstration: Annotated[
+        bool, typer.Option(help="Put the one-shot demonstration in the system prompt (RFT).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    force: Annotated[bool, typer.Option(help="Run again even if this exact run exists.")] = False,
+) -> None:
+    """Roll out a policy on tasks: `samples` episodes per task -> `trajectories` and `turns`.
+
+    Finished episodes are kept while the stage runs: after a crash or Ctrl-C, the same command
+    resumes where it stopped. An identical finished run is reused unless --force."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from swerl.agent.episode import EpisodeConfig
+    from swerl.agent.rollout import RolloutConfig, rollout
+    from swerl.agent.tools import ToolConfig
+    from swerl.sandbox import SandboxError, resolve_backend
+    from swerl.train.checkpoint import CheckpointError
+
+    try:
+        config = RolloutConfig(
+            samples=samples,
+            stage=stage,
+            iteration=iteration,
+            backend=resolve_backend(backend),
+            max_live_sandboxes=max_live_sandboxes,
+            grade_unsubmitted=grade_unsubmitted,
+            turn_penalty_threshold=turn_penalty_threshold,
+            demonstration=demonstration,
+            episode=EpisodeConfig(
+                max_turns=max_turns,
+                max_context_tokens=max_context_tokens,
+                max_turn_tokens=max_turn_tokens,
+                tools=ToolConfig(command_timeout=command_timeout),
+            ),
+        )
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+        ) as bar:
+            job = bar.add_task("episodes", total=None)
+            out = rollout(
+                lake(),
+                model=model,
+                tasks=tasks,
+                pool=pool,
+                config=config,
+                generator=generator,
+                server_url=server_url,
+                device=device,
+                max_batch=max_batch,
+                seed=seed,
+                limit=limit,
+                force=force,
+                progress=lambda done, total: bar.update(job, completed=done, total=total),
+            )
+    except (ValueError, CheckpointError, SandboxError, *USER_ERRORS) as e:
+        fail(str(e))
+    if out.reused:
+        console.print("an identical run exists: reused (--force runs again)")
+    elif out.resumed_episodes:
+        console.print(f"resumed: {out.resumed_episodes} episodes were already done")
+    console.print(f"trajectories version {out.trajectories}, turns version {out.turns}")
 
 
 # ---- evaluation and reports ----------------------------------------------------------------------
