@@ -1,0 +1,342 @@
+"""Scripted demonstrations: a toy-SWE task's gold patch played as an agent episode in our
+scaffold, for the short SFT that gives a tiny model its weak prior (the learning benchmark's base
+policy, issue 8).
+
+    version = publish_demos(lake, tasks="toy-swe", model="<models version>", split="train")
+    train_rft(lake, "<models version>", [version], RFTConfig(lr=1e-3, epochs=4, batch_size=8))
+
+A demo is a list of assistant messages (a line of reasoning and one ```command block each):
+locate the function (`open FILE` when the issue names the file, else `grep -rn "def NAME" PKG`
+then `open`; for a helper bug the helper is looked up the same way), one `edit START:END` per
+changed block of the gold patch with the fixed lines, then `submit`. The messages are played by
+`ReplayGenerator` through the rollout's own episode code (`swerl.agent.rollout`), in a real
+sandbox, and graded in a fresh one: prompts, observations, token ids and loss masks are exactly
+what an episode of the policy would have, and `resolved` is the real grade, not an assumption.
+
+Imperfect on purpose (seeded per task and sample): with probability `detour_rate` the demo takes
+one wasted turn (`ls`, a look at the test file, or running the issue's example); with probability
+`wide_rate` an edit rewrites one unchanged line above the fix as well. Both still resolve the
+task; a demo that does not (a bug in this module) raises, it is never stored as a success.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+
+from swerl.agent.chat import ChatFormat
+from swerl.agent.rollout import EpisodeRows, Prompts, RolloutConfig, _one_episode
+from swerl.inference.replay import ReplayGenerator
+from swerl.lake import Lake
+from swerl.swe.task import Task, load_tasks
+
+STAGE = "demos"
+HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")
+ISSUE_CODE = re.compile(r"```python\n(.*?)```", re.DOTALL)
+
+FAMILY_REASON = {
+    "wrong_operator": "An operator in it is the wrong one.",
+    "off_by_one": "An index or bound in it is off by one.",
+    "wrong_constant": "A constant in it has the wrong value.",
+    "missing_branch": "It does not handle that case at all.",
+    "swapped_arguments": "Two values in it are used in the wrong order.",
+    "wrong_exception": "It raises the wrong exception type.",
+    "formatting": "It formats the text the wrong way.",
+}
+
+
+class DemoError(RuntimeError):
+    """A demonstration that cannot be built or does not resolve its task; names the task."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """How demonstrations are scripted and played."""
+
+    samples: int = 1
+    """Demos per task (they differ by their seeded imperfections)."""
+    detour_rate: float = 0.3
+    """Probability of one wasted turn before the fix."""
+    wide_rate: float = 0.2
+    """Probability that an edit also rewrites the unchanged line above the fix."""
+    seed: int = 0
+    """Seed of the imperfections (mixed with the task and sample)."""
+    backend: str = "local"
+    """Sandbox backend the demos are played and graded in."""
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if not (0 <= self.detour_rate <= 1 and 0 <= self.wide_rate <= 1):
+            raise ValueError("detour_rate and wide_rate must be probabilities")
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace lines start..end (1-based, inclusive; end = start - 1 inserts) of `path`."""
+
+    path: str
+    start: int
+    end: int
+    text: str
+
+
+def patch_edits(patch: str, files: dict[str, str]) -> list[Edit]:
+    """The gold patch as `edit` calls on the base files: one per maximal run of changed lines,
+    in the order that keeps line numbers valid (bottom-up within a file)."""
+    edits: list[Edit] = []
+    path = None
+    old = 0
+    block: tuple[int, list[str], list[str]] | None = None  # (start, removed, added)
+
+    def flush() -> None:
+        nonlocal block
+        if block is not None:
+            start, removed, added = block
+            edits.append(Edit(path, start, start + len(removed) - 1, "".join(added)))
+            block = None
+
+    for line in patch.splitlines(keepends=True):
+        if line.startswith("--- "):
+            flush()
+        elif line.startswith("+++ "):
+            path = line[4:].strip().removeprefix("b/")
+            if path not in files:
+                raise DemoError(f"the patch changes {path}, which is not in the repository")
+        elif m := HUNK.match(line):
+            flush()
+            old = int(m.group(1))
+            if m.group(2) == "0":  # a hunk that only inserts names the line before it
+                old += 1
+        elif line.startswith("-") or line.startswith("+"):
+            if block is None:
+                block = (old, [], [])
+            (block[1] if line[0] == "-" else block[2]).append(line[1:])
+            old += line[0] == "-"
+        elif line.startswith(" "):
+            flush()
+            old += 1
+    flush()
+    by_file: dict[str, list[Edit]] = {}
+    for e in edits:
+        by_file.setdefault(e.path, []).append(e)
+    return [e for f in by_file for e in sorted(by_file[f], key=lambda e: -e.start)]
+
+
+def _say(reason: str, command: str) -> str:
+    return f"{reason}\n```command\n{command}\n```"
+
+
+def demo_messages(task: Task, rng: random.Random, config: DemoConfig) -> list[str]:
+    """The assistant messages of one demonstration of `task` (see the module docstring)."""
+    meta = task.meta or {}
+    files = task.repo_files or {}
+    for key in ("bug_file", "bug_function", "issue_function", "family", "difficulty"):
+        if key not in meta:
+            raise DemoError(f"task {task.instance_id}: meta has no {key!r} (not a toy task?)")
+    bug_file, bug_fn, issue_fn = meta["bug_file"], meta["bug_function"], meta["issue_function"]
+    package = bug_file.split("/")[0]
+    edits = patch_edits(task.patch, files)
+    if not edits:
+        raise DemoError(f"task {task.instance_id}: the gold patch has no changed lines")
+
+    out: list[str] = []
+    if bug_file in task.problem_statement:
+        out.append(
+            _say(
+                f"The issue names `{issue_fn}` in `{bug_file}`. I will open it.", f"open {bug_file}"
+            )
+        )
+    else:
+        issue_file = _defining_file(files, issue_fn, task)
+        out.append(
+            _say(
+                f"I need to find where `{issue_fn}` is defined.",
+                f'grep -rn "def {issue_fn}" {package}',
+            )
+        )
+        if issue_fn != bug_fn:
+            out.append(
+                _say(f"`{issue_fn}` is in `{issue_file}`. I will read it.", f"open {issue_file}")
+            )
+            out.append(
+                _say(
+                    f"`{issue_fn}` calls `{bug_fn}`. I will find that one.",
+                    f'grep -rn "def {bug_fn}" {package}',
+                )
+            )
+        out.append(_say(f"`{bug_fn}` is in `{bug_file}`. I will open it.", f"open {bug_file}"))
+    if rng.random() < config.detour_rate:
+        at = rng.randrange(len(out))  # before the last `open`: the open file stays the bug file
+        out.insert(at, _detour(task, files, rng))
+    lines = files[bug_file].splitlines(keepends=True)
+    reason = FAMILY_REASON.get(meta["family"], "It does not do what its docstring says.")
+    for e in edits:
+        start, text = e.start, e.text
+        if e.start > 1 and rng.random() < config.wide_rate:
+            start, text = e.start - 1, lines[e.start - 2] + text
+        target = "" if e.path == bug_file else f"--file {e.path} "
+        where = f"line {start}" if start == e.end else f"lines {start}-{e.end}"
+        if e.end < start:
+            where = f"before line {start}"
+        out.append(
+            _say(
+                f"{reason} I will fix {where} of `{bug_fn}`.",
+                f"edit {target}{start}:{e.end} <<'EOF'\n{text}EOF",
+            )
+        )
+    out.append(_say("The fix is in place.", "submit"))
+    return out
+
+
+def _defining_file(files: dict[str, str], function: str, task: Task) -> str:
+    found = [p for p, text in sorted(files.items()) if f"def {function}(" in text]
+    if not found:
+        raise DemoError(f"task {task.instance_id}: no file defines {function}")
+    return found[0]
+
+
+def _detour(task: Task, files: dict[str, str], rng: random.Random) -> str:
+    """One wasted (but harmless) turn."""
+    tests = [p for p in sorted(files) if "test" in p.split("/")[-1]]
+    choices = [_say("Let me see what is in the repository.", "ls")]
+    if tests:
+        choices.append(_say("Let me look at the tests first.", f"cat {tests[0]}"))
+    code = ISSUE_CODE.search(task.problem_statement)
+    if code:
+        choices.append(
+            _say("I will reproduce the issue first.", f"python - <<'EOF'\n{code.group(1)}EOF")
+        )
+    return rng.choice(choices)
+
+
+def play_demo(
+    task: Task,
+    messages: list[str],
+    chat: ChatFormat,
+    config: RolloutConfig,
+    *,
+    sample: int,
+    policy_version: str,
+    prompts: Prompts | None = None,
+) -> EpisodeRows:
+    """Play `messages` as an episode of `task` (the rollout's own episode and grading code) and
+    return its rows; the generator is recorded as `replay`, with no sampler log-probs."""
+    replay = ReplayGenerator(messages, chat.encode, chat.end_of_turn_id)
+    return _one_episode(
+        task,
+        sample,
+        _ReplayEpisodes(replay),
+        chat,
+        config,
+        policy_version,
+        prompts or Prompts.load(demonstration=config.demonstration),
+    )
+
+
+class _ReplayEpisodes:
+    """The slice of `BatchingGenerator` an episode uses, for one scripted episode."""
+
+    def __init__(self, replay: ReplayGenerator):
+        self.replay = replay
+        self.name = replay.name
+        self.has_logprobs = False
+        self.complete = replay.complete
+
+    def episode(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def build_demos(
+    tasks: Sequence[Task],
+    chat: ChatFormat,
+    rollout: RolloutConfig,
+    config: DemoConfig = DemoConfig(),
+    *,
+    policy_version: str,
+) -> list[EpisodeRows]:
+    """`config.samples` played and graded demonstrations per task; raises `DemoError` when one
+    does not resolve its task."""
+    out = []
+    for task in tasks:
+        for s in range(config.samples):
+            rng = random.Random(f"demo:{config.seed}:{task.instance_id}:{s}")
+            rows = play_demo(
+                task,
+                demo_messages(task, rng, config),
+                chat,
+                rollout,
+                sample=s,
+                policy_version=policy_version,
+            )
+            t = rows.trajectory
+            if not t["resolved"] or t["termination"] != "submitted":
+                raise DemoError(
+                    f"task {task.instance_id}: demo {s} ended {t['termination']} with grade "
+                    f"{t['grade_outcome']} (error: {t.get('error')}); messages: {t['messages']}"
+                )
+            out.append(rows)
+    return out
+
+
+def publish_demos(
+    lake: Lake,
+    *,
+    tasks: str,
+    model: str,
+    split: str | None = "train",
+    limit: int | None = None,
+    config: DemoConfig = DemoConfig(),
+    rollout: RolloutConfig | None = None,
+) -> tuple[str, str]:
+    """Demonstrations of the tasks of `split` as new `trajectories` and `turns` versions (stage
+    `rft`, generator `replay`, `policy_version` = `model`, whose tokenizer encodes them); the same
+    inputs and parameters return the existing versions. Returns (trajectories, turns)."""
+    from transformers import AutoTokenizer
+
+    from swerl.train.checkpoint import resolve_model
+
+    ref = resolve_model(lake, model)
+    tasks_v = lake.resolve("tasks", tasks).version
+    task_list = load_tasks(tasks_v, root=lake.root)
+    if split is not None:
+        task_list = [t for t in task_list if (t.meta or {}).get("split") == split]
+    if not task_list:
+        raise DemoError(f"tasks {tasks_v} has no task in split {split!r}")
+    task_list = task_list[:limit] if limit is not None else task_list
+    rollout = rollout or RolloutConfig(stage="rft", samples=config.samples, backend=config.backend)
+    rollout = replace(rollout, stage="rft", samples=config.samples, backend=config.backend)
+    parameters = {
+        "demos": asdict(config),
+        "rollout": json.loads(json.dumps(asdict(rollout), default=str)),
+        "split": split,
+        "instances": [t.instance_id for t in task_list],
+    }
+    inputs = {"tasks": tasks_v, "models": ref.id}
+    fp_t = lake.fingerprint("trajectories", stage=STAGE, parameters=parameters, inputs=inputs)
+    fp_u = lake.fingerprint("turns", stage=STAGE, parameters=parameters, inputs=inputs)
+    done_t, done_u = lake.find("trajectories", fp_t), lake.find("turns", fp_u)
+    if done_t is not None and done_u is not None:
+        return done_t.version, done_u.version
+    chat = ChatFormat(AutoTokenizer.from_pretrained(ref.path))
+    rows = build_demos(task_list, chat, rollout, config, policy_version=ref.id)
+    t_version = lake.write(
+        "trajectories",
+        [r.trajectory for r in rows],
+        stage=STAGE,
+        parameters=parameters,
+        inputs=inputs,
+    )
+    u_version = lake.write(
+        "turns",
+        [u for r in rows for u in r.turns],
+        stage=STAGE,
+        parameters=parameters,
+        inputs=inputs,
+    )
+    return t_version, u_version

@@ -1,0 +1,87 @@
+"""Scripted demonstrations: played in a real local sandbox, they resolve their toy task, the loss
+mask covers exactly the assistant turns, and the token ids are the rendered conversation."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from swerl.agent.chat import ChatFormat
+from swerl.agent.episode import EpisodeConfig
+from swerl.agent.rollout import RolloutConfig
+from swerl.models.tiny import default_corpus, train_tokenizer
+from swerl.swe.task import Task
+from swerl.swe.toy import generate_task
+from swerl.swe.toy.build import task_row
+from swerl.train.demos import DemoConfig, DemoError, build_demos, demo_messages, patch_edits
+from swerl.train.rft import assistant_turn_spans
+
+
+@pytest.fixture(scope="module")
+def chat() -> ChatFormat:
+    return ChatFormat(train_tokenizer(default_corpus(), 1024))
+
+
+@pytest.fixture(scope="module")
+def tasks() -> list[Task]:
+    # index 0: difficulty 1 (the issue names the file); 14: difficulty 3 (a helper in another
+    # module holds the bug); 3: a missing branch (the fix only inserts lines)
+    return [Task.from_row(task_row(generate_task(0, "train", i), 0)) for i in (0, 3, 14)]
+
+
+def test_patch_edits_reproduce_the_gold_fix(tasks):
+    for task in tasks:
+        files = dict(task.repo_files)
+        for e in patch_edits(task.patch, files):
+            lines = files[e.path].splitlines(keepends=True)
+            files[e.path] = "".join(lines[: e.start - 1] + [e.text] + lines[e.end :])
+        changed = task.meta["bug_file"]
+        added = [x[1:] for x in task.patch.splitlines() if x.startswith("+") and x[1:2] != "+"]
+        assert all(line in files[changed] for line in added), task.instance_id
+        assert files[changed] != task.repo_files[changed]
+
+
+def test_demos_resolve_and_tokens_match_messages(chat, tasks):
+    config = DemoConfig(samples=2, detour_rate=0.5, wide_rate=0.5, seed=1)
+    rollout = RolloutConfig(
+        stage="rft", samples=2, backend="local", episode=EpisodeConfig(max_turns=12)
+    )
+    episodes = build_demos(tasks, chat, rollout, config, policy_version="tiny")
+    assert len(episodes) == 2 * len(tasks)
+    for ep in episodes:
+        t = ep.trajectory
+        assert t["resolved"] and t["termination"] == "submitted", t["trajectory_id"]
+        assert t["reward"] == 1.0 and t["generator"] == "replay"
+        assert t["fidelity_mismatches"] == 0
+        ids, mask = t["token_ids"], t["loss_mask"]
+        assert len(ids) == len(mask) == t["total_tokens"]
+        # the ids are the conversation as the chat template renders it (the episode ends at the
+        # last end-of-turn token; the template adds a newline after it)
+        rendered, decoded = chat.render(t["messages"]), chat.decode(ids)
+        assert rendered.startswith(decoded) and not rendered[len(decoded) :].strip()
+        # each loss-mask span is exactly one assistant message plus its end-of-turn token
+        spans = assistant_turn_spans(mask)
+        said = [m["content"] for m in t["messages"] if m["role"] == "assistant"]
+        assert len(spans) == len(said) == t["turns"]
+        for (a, b), text in zip(spans, said, strict=True):
+            assert ids[b - 1] == chat.end_of_turn_id
+            assert chat.decode(ids[a : b - 1]) == text
+        assert said[-1].endswith("```command\nsubmit\n```")
+        assert any("\nedit " in m for m in said)
+    # the two samples of a task differ only by their seeded imperfections; the seed reproduces
+    again = [
+        demo_messages(tasks[2], random.Random(f"demo:1:{tasks[2].instance_id}:{s}"), config)
+        for s in range(2)
+    ]
+    assert again == [
+        [m["content"] for m in ep.trajectory["messages"] if m["role"] == "assistant"]
+        for ep in episodes
+        if ep.key[0] == tasks[2].instance_id
+    ]
+
+
+def test_a_task_without_toy_meta_is_refused(tasks):
+    task = Task.from_row({**task_row(generate_task(0, "train", 0), 0), "meta": "{}"})
+    with pytest.raises(DemoError, match="meta has no"):
+        demo_messages(task, random.Random(0), DemoConfig())
