@@ -141,29 +141,35 @@ def dapo(
         stage_no, st = stages.at(it)
         if stage_no == 2 and not refiltered:
             if loop_trajectories:
-                pool_v = refilter_pool(
+                new_pool = refilter_pool(
                     lake,
                     pool_v,
                     loop_trajectories,
                     max_solve_rate=s.get("max_solve_rate", 2 / 3),
                     info=run_info(),
                 )
-                logger.info(
-                    "stage 2 from iteration %d: re-filtered pool %s (%d tasks)",
-                    it,
-                    pool_v,
-                    len(pool_ids(lake, pool_v)),
-                )
+                left = len(pool_ids(lake, new_pool))
+                if left:
+                    logger.info(
+                        "stage 2 from iteration %d: re-filtered pool %s (%d tasks)",
+                        it,
+                        new_pool,
+                        left,
+                    )
+                    pool_v = new_pool
+                else:  # e.g. a policy that solved nothing yet: stage 2 goes on with the old pool
+                    logger.warning(
+                        "stage 2 from iteration %d: the re-filtered pool %s keeps no task (every "
+                        "task solved in >= max_solve_rate of its attempts, or never); stage 2 "
+                        "keeps pool %s",
+                        it,
+                        new_pool,
+                        pool_v,
+                    )
             refiltered = True
         ids = pool_ids(lake, pool_v)
         if not ids:
-            why = (
-                " after the stage-2 re-filter (every task was solved in >= max_solve_rate of "
-                "its attempts, or never)"
-                if refiltered and loop_trajectories
-                else ""
-            )
-            raise ValueError(f"dapo: task_pool {pool_v} keeps no task{why}; nothing to train on")
+            raise ValueError(f"dapo: task_pool {pool_v} keeps no task; nothing to train on")
         versions: list[str] = []
         drawn: list[str] = []
         kept = total = 0

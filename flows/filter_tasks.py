@@ -14,10 +14,10 @@ from prefect import flow, get_run_logger
 
 from swerl.config import dataclass_from
 from swerl.lake import Lake, connect
-from swerl.sandbox import resolve_backend
 from swerl.swe.pool import PoolFilter
 from swerl.swe.validate import ValidationConfig
 from swerl.swe.validate import filter_tasks as filter_tasks_lib
+from tasks.images import build_images
 from tasks.params import settings
 from tasks.reporting import Progress, report_stage, run_info
 
@@ -44,10 +44,9 @@ def filter_tasks(
     logger = get_run_logger()
     lake = Lake(data)
     rules = dataclass_from(PoolFilter, s)
-    validation = dataclass_from(
-        ValidationConfig, {**s, "backend": resolve_backend(s.get("backend", "auto"))}
-    )
     tasks_version = lake.resolve("tasks", s.get("tasks", "latest")).version  # fails before work
+    backend = build_images(lake, [tasks_version], backend=s.get("backend", "auto"))
+    validation = dataclass_from(ValidationConfig, {**s, "backend": backend})
     eval_sets = s.get("eval_sets") or []
     for name in eval_sets:
         lake.resolve("tasks", name)

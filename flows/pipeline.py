@@ -27,9 +27,8 @@ from flows.filter_tasks import filter_tasks
 from flows.import_tasks import import_tasks
 from flows.train_rft import train_rft
 from swerl.lake import Lake
-from swerl.sandbox import resolve_backend
-from swerl.swe.task import load_tasks
 from swerl.train.rft import RFTDataError
+from tasks.images import build_images
 from tasks.params import settings
 from tasks.reporting import publish_report, report_stage
 
@@ -46,34 +45,6 @@ def base_policy(lake: Lake, base_model: str) -> str:
     from swerl.models.tiny import publish_tiny_model
 
     return publish_tiny_model(lake, name="tiny")
-
-
-def build_images(lake: Lake, versions: list[str], base_image: str | None) -> str:
-    """Sandbox images of every task when a Docker engine answers (from `base_image`, by default
-    python:3.11-slim if the engine has it, else swerl-base:bookworm, built when absent); else the
-    local backend. Says on screen which backend runs."""
-    logger = get_run_logger()
-    backend = resolve_backend("auto")
-    if backend != "docker":
-        logger.warning("no Docker engine answers: sandboxes use the local backend (not isolated)")
-        return backend
-    import docker
-
-    from swerl.sandbox import images
-
-    client = docker.from_env()
-    if base_image is None:
-        for candidate in (images.DEFAULT_BASE_IMAGE, images.LOCAL_BASE_IMAGE):
-            if client.images.list(name=candidate):
-                base_image = candidate
-                break
-        else:
-            logger.info("building the base image %s (debootstrap)", images.LOCAL_BASE_IMAGE)
-            base_image = images.build_base_image()
-    tasks = [t for v in versions for t in load_tasks(v, root=lake.root)]
-    built = images.build_images(tasks, base_image=base_image, client=client)
-    logger.info("docker backend: %d task images ready (base %s)", len(built), base_image)
-    return backend
 
 
 @flow(name="pipeline")

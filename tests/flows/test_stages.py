@@ -105,21 +105,23 @@ def test_dapo_without_signal_keeps_the_policy_and_refilters_for_stage_2(lake):
     assert out["policy"] == lake.resolve("models", "tiny").version
 
     # stage 2 from iteration 1: the pool is re-filtered from iteration 0 (reused, not re-run);
-    # every task was never solved, so the new pool is empty and the loop says so
-    before = len(lake.versions("trajectories"))
-    with pytest.raises(ValueError, match="keeps no task after the stage-2 re-filter"):
-        dapo(
-            iterations=2,
-            stage2_from=1,
-            stage2_max_turns=4,
-            stage2_max_context_tokens=4096,
-            stage2_batch_size=2,
-            stage2_tasks_per_batch=2,
-            **loop,
-        )
-    assert len(lake.versions("trajectories")) == before
+    # every task was never solved, so the re-filtered pool is empty and stage 2 keeps the old one
+    out = dapo(
+        iterations=2,
+        stage2_from=1,
+        stage2_max_turns=4,
+        stage2_max_context_tokens=4096,
+        stage2_batch_size=2,
+        stage2_tasks_per_batch=2,
+        **loop,
+    )
+    first_again, second = out["iterations"]
+    assert first_again["trajectories"] == first["trajectories"]
+    assert second["stage"] == 2 and out["task_pool"] == pool["task_pool"]
     refiltered = lake.read("task_pool").to_pylist()
     assert all(not r["kept"] and "never solved in" in r["reasons"][-1] for r in refiltered)
+    config = lake.manifest("trajectories", second["trajectories"][0])["parameters"]["config"]
+    assert config["episode"]["max_turns"] == 4 and config["iteration"] == 1
 
 
 def test_bad_input_fails_before_any_work(lake):
