@@ -27,7 +27,6 @@ from flows.filter_tasks import filter_tasks
 from flows.import_tasks import import_tasks
 from flows.train_rft import train_rft
 from swerl.lake import Lake
-from swerl.train.rft import RFTDataError
 from tasks.images import build_images
 from tasks.params import settings
 from tasks.reporting import publish_report, report_stage
@@ -70,10 +69,15 @@ def pipeline(
     pool = filter_tasks(tasks=tasks["train"], backend=backend, **common)["task_pool"]
     base = base_policy(lake, s.get("base_model", "tiny"))
     rft_data = collect_rft(model=base, pool=pool, backend=backend, **common)
-    try:
+    resolved = lake.read("trajectories", rft_data["trajectories"], columns=["resolved"])
+    if any(resolved["resolved"].to_pylist()):
         rft = train_rft(model=base, trajectories=[rft_data["trajectories"]], **common)["models"]
-    except RFTDataError as e:
-        logger.warning("RFT skipped, DAPO starts from the base model: %s", e)
+    else:
+        logger.warning(
+            "RFT skipped: none of the %d RFT trajectories resolved its task; DAPO starts from "
+            "the base model",
+            resolved.num_rows,
+        )
         rft = None
     loop = dapo(policy=rft or base, pool=pool, backend=backend, **common)
     policies = {"base": base, **({"RFT": rft} if rft else {}), "DAPO": loop["policy"]}
