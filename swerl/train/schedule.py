@@ -102,9 +102,14 @@ def signal(
     table = table.filter(pc.equal(table["iteration"], iteration))
     if table.num_rows == 0:
         return 0, 0
-    rewards = [r if r is not None else 0.0 for r in table["reward"].to_pylist()]
+    table = table.filter(pc.is_valid(table["reward"]))  # episodes that never started: no sample
+    if table.num_rows == 0:
+        return 0, 0
     adv = group_advantages(
-        rewards, table["group_id"].to_pylist(), scale_by_std=scale_by_std, tol=tol
+        table["reward"].to_pylist(),
+        table["group_id"].to_pylist(),
+        scale_by_std=scale_by_std,
+        tol=tol,
     )
     return int(nonzero_advantage_mask(adv, tol).sum()), table.num_rows
 

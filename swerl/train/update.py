@@ -33,6 +33,7 @@ The last minibatch of an epoch may be smaller than `batch_size` (it is kept, not
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -63,6 +64,9 @@ if TYPE_CHECKING:
 STAGE = "update_policy"
 # Generators that return text only: their "token ids" are a re-tokenization, not what was sampled.
 TEXT_ONLY_GENERATORS = ("openai-chat",)
+
+
+log = logging.getLogger(__name__)
 
 
 class UpdateError(ValueError):
@@ -304,6 +308,14 @@ def _read_iteration(lake: Lake, versions: list[str], iteration: int, source: str
     table = table.filter(pc.equal(table["iteration"], iteration))
     if table.num_rows == 0:
         raise UpdateError(f"{source}: no trajectories of that iteration")
+    # An episode whose sandbox never started has neither tokens nor a reward: not a sample.
+    unstarted = pc.and_(pc.is_null(table["token_ids"]), pc.is_null(table["reward"]))
+    skipped = pc.sum(unstarted).as_py() or 0
+    if skipped:
+        log.warning("%s: %d episodes never started (sandbox errors); left out", source, skipped)
+        table = table.filter(pc.invert(unstarted))
+        if table.num_rows == 0:
+            raise UpdateError(f"{source}: no episode of that iteration started")
     problems = []
     text_only = pc.is_in(table["generator"], pa.array(TEXT_ONLY_GENERATORS))
     if pc.any(text_only).as_py():

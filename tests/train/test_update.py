@@ -204,6 +204,20 @@ def test_text_only_and_tokenless_trajectories_are_refused(tiny, tmp_path):
     assert _nothing_published(lake)
 
 
+def test_episodes_that_never_started_are_left_out(tiny, tmp_path):
+    """A sandbox that failed to start leaves a row with no tokens and no reward: the round trains
+    on the rest (here a group of two with a spread), in two versions read as one set."""
+    lake = Lake(tmp_path / "lake")
+    rows = trajectory_rows(tiny, {"a": [1.0, 0.0, 0.0]})
+    rows[2].update(token_ids=None, loss_mask=None, sampler_logprobs=None, reward=None)
+    first = write_trajectories(lake, rows[:2])
+    second = write_trajectories(lake, rows[2:])
+    version = update_policy(lake, str(tiny), [first, second], 0, CONFIG)
+    info = version.manifest["info"]
+    assert info["kept_samples"] == 2 and info["dropped_samples"] == 0
+    assert version.manifest["inputs"]["trajectories"] == ",".join(sorted([first, second]))
+
+
 def test_token_ids_of_another_tokenizer_are_refused(tiny, tmp_path):
     lake = Lake(tmp_path / "lake")
     rows = trajectory_rows(tiny, {"a": [1.0, 0.0]})
