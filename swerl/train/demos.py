@@ -25,6 +25,7 @@ import json
 import random
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
 from swerl.agent.chat import ChatFormat
@@ -259,29 +260,34 @@ def build_demos(
     config: DemoConfig = DemoConfig(),
     *,
     policy_version: str,
+    workers: int = 2,
 ) -> list[EpisodeRows]:
-    """`config.samples` played and graded demonstrations per task; raises `DemoError` when one
+    """`config.samples` played and graded demonstrations per task, in task and sample order,
+    `workers` at a time (sandboxes and grading are subprocesses); raises `DemoError` when one
     does not resolve its task."""
-    out = []
-    for task in tasks:
-        for s in range(config.samples):
-            rng = random.Random(f"demo:{config.seed}:{task.instance_id}:{s}")
-            rows = play_demo(
-                task,
-                demo_messages(task, rng, config),
-                chat,
-                rollout,
-                sample=s,
-                policy_version=policy_version,
+    jobs = [(task, s) for task in tasks for s in range(config.samples)]
+
+    def one(job: tuple[Task, int]) -> EpisodeRows:
+        task, s = job
+        rng = random.Random(f"demo:{config.seed}:{task.instance_id}:{s}")
+        rows = play_demo(
+            task,
+            demo_messages(task, rng, config),
+            chat,
+            rollout,
+            sample=s,
+            policy_version=policy_version,
+        )
+        t = rows.trajectory
+        if not t["resolved"] or t["termination"] != "submitted":
+            raise DemoError(
+                f"task {task.instance_id}: demo {s} ended {t['termination']} with grade "
+                f"{t['grade_outcome']} (error: {t.get('error')}); messages: {t['messages']}"
             )
-            t = rows.trajectory
-            if not t["resolved"] or t["termination"] != "submitted":
-                raise DemoError(
-                    f"task {task.instance_id}: demo {s} ended {t['termination']} with grade "
-                    f"{t['grade_outcome']} (error: {t.get('error')}); messages: {t['messages']}"
-                )
-            out.append(rows)
-    return out
+        return rows
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, jobs))
 
 
 def publish_demos(

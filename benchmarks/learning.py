@@ -1,0 +1,412 @@
+"""The learning benchmark (issue 8): the paper's Table 1 in miniature on the toy-SWE suite.
+
+    nice -n 10 .venv/bin/python benchmarks/learning.py                 # the full run
+    nice -n 10 .venv/bin/python benchmarks/learning.py --quick         # a smoke run (minutes)
+    .venv/bin/python benchmarks/learning.py --data /tmp/learn --stop-after base   # one stage
+
+Stages, each a library call on one lake (`--data`, a temporary one by default; re-running on
+the same lake reuses every finished stage by its fingerprint):
+1. the toy suite (train / eval splits) and a tiny model whose tokenizer is trained on swerl's
+   source, the prompts and the train split's text (never the eval split's);
+2. base policy: a short SFT (`train_rft`) on scripted demonstrations of the train split
+   (`swerl.train.demos`: gold patches played as episodes, imperfect on purpose);
+3. RFT: `rollout` of the base policy on the train split, `train_rft` on its resolved trajectories;
+4. DAPO: iterations of `rollout` (a sample of train tasks x a group) and `update_policy`
+   (turn penalty, clip-higher, zero-advantage filtering), starting from the RFT policy;
+5. control: the same DAPO iterations from the same RFT policy with every reward negated, which
+   flips every advantage's sign (A = (R - mean) / std) and keeps the same samples (the zero-
+   advantage filter sees the same spreads). Done by writing a copy of each of its rollout
+   batches with `reward = -reward` (stage `flip_rewards`), so no trainer flag is needed;
+6. `evaluate` on the held-out eval split after each stage: Pass@1 +- SEM over attempts, Pass@k.
+
+Printed: the stage table, the gaps in units of their combined standard error, and the honesty
+checks (share of DAPO samples dropped for zero advantage, mean sampler-trainer gap, the flipped
+control's Pass@1). Episodes run in the local sandbox backend (a temp directory per episode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from swerl.agent.episode import EpisodeConfig
+from swerl.agent.rollout import RolloutConfig, rollout
+from swerl.agent.tools import ToolConfig
+from swerl.evaluation.evaluate import evaluate
+from swerl.lake import Lake
+from swerl.models.tiny import STAGE as TINY_STAGE
+from swerl.models.tiny import TinySpec, build_tiny_model, default_corpus
+from swerl.swe.splits import select_tasks
+from swerl.swe.task import load_tasks
+from swerl.swe.toy import publish_toy_suite
+from swerl.train.dapo import group_advantages, nonzero_advantage_mask
+from swerl.train.demos import DemoConfig, publish_demos
+from swerl.train.rft import RFTConfig, train_rft
+from swerl.train.update import UpdateConfig, UpdateError, update_policy
+
+STAGES = ("base", "rft", "dapo")
+
+
+@dataclass
+class Settings:
+    seed: int = 0
+    train: int = 64
+    eval: int = 16
+    # model
+    hidden: int = 128
+    layers: int = 4
+    vocab: int = 4096
+    # episodes (small: a tiny model must be able to finish)
+    max_turns: int = 12
+    threshold: int = 8
+    max_turn_tokens: int = 160
+    context: int = 4096
+    window: int = 60
+    # base SFT
+    demo_samples: int = 3
+    sft_epochs: float = 6.0
+    sft_lr: float = 2e-3
+    sft_batch: int = 8
+    # RFT
+    rft_samples: int = 4
+    rft_epochs: float = 2.0
+    rft_lr: float = 5e-4
+    # DAPO
+    iterations: int = 4
+    dapo_tasks: int = 16
+    group: int = 8
+    dapo_lr: float = 2e-4
+    dapo_batch: int = 32
+    eps_high: float = 0.3
+    flip_control: bool = True
+    # evaluation
+    attempts: int = 8
+    max_batch: int = 32
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(
+            train=14, eval=7, demo_samples=2, sft_epochs=3.0, rft_samples=2, iterations=1,
+            dapo_tasks=4, group=4, attempts=2, hidden=64, layers=2, vocab=2048,
+        )  # fmt: skip
+
+    def episode(self) -> EpisodeConfig:
+        return EpisodeConfig(
+            max_turns=self.max_turns,
+            max_context_tokens=self.context,
+            max_turn_tokens=self.max_turn_tokens,
+            tools=ToolConfig(window=self.window, max_observation_chars=3000),
+        )
+
+    def rollout_config(self, stage: str, samples: int, iteration: int = 0) -> RolloutConfig:
+        return RolloutConfig(
+            samples=samples,
+            stage=stage,
+            iteration=iteration,
+            episode=self.episode(),
+            backend="local",
+            max_live_sandboxes=self.max_batch,
+            turn_penalty_threshold=self.threshold,
+        )
+
+
+class Clock:
+    """Wall time per step, printed as it goes."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.steps: dict[str, float] = {}
+
+    def run(self, label: str, fn, *args, **kwargs):
+        t0 = time.monotonic()
+        print(f"[{time.monotonic() - self.start:7.1f}s] {label} ...", flush=True)
+        out = fn(*args, **kwargs)
+        self.steps[label] = time.monotonic() - t0
+        print(
+            f"[{time.monotonic() - self.start:7.1f}s] {label}: {self.steps[label]:.1f}s", flush=True
+        )
+        return out
+
+
+def tiny_model(lake: Lake, s: Settings, train_tasks: str) -> str:
+    """The untrained policy: a Qwen2-style tiny model whose BPE tokenizer saw swerl's source, the
+    prompts and the train split's repositories and issues."""
+    spec = TinySpec(
+        vocab_size=s.vocab,
+        hidden_size=s.hidden,
+        layers=s.layers,
+        heads=4,
+        kv_heads=2,
+        intermediate_size=s.hidden * 3,
+        max_positions=s.context,
+        seed=s.seed,
+    )
+    parameters = {**asdict(spec), "corpus": "swerl source + prompts + train split text"}
+    inputs = {"tasks": train_tasks}
+    name = "learning-tiny"
+    fp = lake.fingerprint(
+        "models", stage=TINY_STAGE, parameters=parameters, inputs=inputs, name=name
+    )
+    done = lake.find("models", fp)
+    if done is not None:
+        return done.version
+    corpus = default_corpus()
+    for t in load_tasks(train_tasks, root=lake.root):
+        corpus += [t.problem_statement, *(t.repo_files or {}).values()]
+    with lake.directory(
+        "models", stage=TINY_STAGE, parameters=parameters, inputs=inputs, name=name
+    ) as w:
+        build_tiny_model(w.path, spec, corpus)
+    return w.version
+
+
+def eval_stage(lake: Lake, s: Settings, model: str, eval_tasks: str, label: str) -> dict:
+    out = evaluate(
+        lake,
+        model=model,
+        tasks=eval_tasks,
+        attempts=s.attempts,
+        episode=s.episode(),
+        backend="local",
+        max_live_sandboxes=s.max_batch,
+        turn_penalty_threshold=s.threshold,
+        max_batch=s.max_batch,
+        seed=s.seed + 1000,
+        name=f"learning-{label}",
+    )
+    summary = out.summary
+    print(
+        f"  {label}: Pass@1 {summary['pass_at_1']:.3f} +- {summary['pass_at_1_sem']:.3f}, "
+        f"Pass@{s.attempts} {summary['pass_at_k'][str(s.attempts)]:.3f}, mean turns "
+        f"{summary['mean_turns']:.1f}, submit rate {summary['submit_rate']:.2f}, terminations "
+        f"{summary['terminations']}",
+        flush=True,
+    )
+    return summary
+
+
+def rollout_stats(lake: Lake, version: str) -> dict:
+    """Resolved rate, mean reward and the zero-advantage share of one rollout batch."""
+    t = lake.read("trajectories", version, columns=["group_id", "reward", "resolved", "turns"])
+    rewards = [r if r is not None else 0.0 for r in t["reward"].to_pylist()]
+    adv = group_advantages(rewards, t["group_id"].to_pylist())
+    kept = int(nonzero_advantage_mask(adv).sum())
+    n = t.num_rows
+    return {
+        "episodes": n,
+        "resolved": sum(bool(x) for x in t["resolved"].to_pylist()) / n,
+        "mean_reward": sum(rewards) / n,
+        "mean_turns": sum(t["turns"].to_pylist()) / n,
+        "zero_adv_share": 1 - kept / n,
+    }
+
+
+def flip_rewards(lake: Lake, version: str) -> str:
+    """A copy of a rollout batch with every reward negated: every advantage flips sign."""
+    table = lake.read("trajectories", version)
+    rows = table.to_pylist()
+    for r in rows:
+        r["reward"] = -r["reward"] if r["reward"] is not None else None
+    return lake.write(
+        "trajectories",
+        rows,
+        stage="flip_rewards",
+        parameters={"negate": "reward"},
+        inputs={"trajectories": version},
+    )
+
+
+def dapo(lake: Lake, s: Settings, start: str, train_tasks: str, clock: Clock, flip: bool) -> dict:
+    """DAPO iterations from `start`; returns the final policy and per-iteration figures."""
+    label = "flip" if flip else "dapo"
+    train_ids = [t.instance_id for t in load_tasks(train_tasks, root=lake.root)]
+    policy = start
+    history = []
+    for it in range(1, s.iterations + 1):
+        rng = random.Random(f"dapo-tasks:{s.seed}:{it}")  # the same tasks for DAPO and control
+        instances = sorted(rng.sample(train_ids, min(s.dapo_tasks, len(train_ids))))
+        out = clock.run(
+            f"{label} {it} rollout",
+            rollout,
+            lake,
+            model=policy,
+            tasks=train_tasks,
+            instances=instances,
+            config=s.rollout_config("dapo", s.group, it),
+            max_batch=s.max_batch,
+            seed=s.seed * 1000 + it + (500 if flip else 0),
+        )
+        stats = rollout_stats(lake, out.trajectories)
+        batch = flip_rewards(lake, out.trajectories) if flip else out.trajectories
+        config = UpdateConfig(
+            lr=s.dapo_lr, batch_size=s.dapo_batch, eps_high=s.eps_high, seed=s.seed
+        )
+        try:
+            v = clock.run(f"{label} {it} update", update_policy, lake, policy, batch, it, config)
+            info = v.manifest.get("info", {})
+            stats.update(
+                steps=info.get("steps"),
+                dropped=info.get("dropped_samples"),
+                kept=info.get("kept_samples"),
+                sampler_gap=(info.get("sampler_gap") or {}).get("sampler_gap_abs"),
+            )
+            policy = v.version
+        except UpdateError as e:  # every group of equal rewards: nothing to learn, policy kept
+            stats.update(steps=0, note=str(e)[:120])
+        print(f"  {label} iteration {it}: {json.dumps(stats)}", flush=True)
+        history.append(stats)
+    return {"policy": policy, "history": history}
+
+
+def gap_in_sem(a: dict, b: dict) -> float:
+    """(b - a) / (2 x combined SEM): > 1 means the goal's 'gap larger than twice the SEM'."""
+    sem = math.sqrt(a["pass_at_1_sem"] ** 2 + b["pass_at_1_sem"] ** 2)
+    diff = b["pass_at_1"] - a["pass_at_1"]
+    return diff / (2 * sem) if sem > 0 else (math.inf if diff > 0 else 0.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, help="lake directory (default: a temporary one)")
+    p.add_argument("--quick", action="store_true", help="a small smoke run")
+    p.add_argument("--stop-after", choices=STAGES, help="stop after this stage")
+    for name, value in asdict(Settings()).items():
+        kind = type(value)
+        if kind is bool:
+            p.add_argument(f"--{name.replace('_', '-')}", type=lambda x: x == "1", metavar="0|1")
+        else:
+            p.add_argument(f"--{name.replace('_', '-')}", type=kind)
+    args = p.parse_args(argv)
+    s = Settings.quick() if args.quick else Settings()
+    for name in asdict(s):
+        if getattr(args, name) is not None:
+            setattr(s, name, getattr(args, name))
+    root = args.data or Path(tempfile.mkdtemp(prefix="swerl-learning-"))
+    lake = Lake(root)
+    print(f"lake {root}\nsettings {json.dumps(asdict(s))}", flush=True)
+    clock = Clock()
+
+    suite = clock.run("toy suite", publish_toy_suite, lake, s.seed, s.train, s.eval)
+    train_v = select_tasks(lake, suite, split="train", name="toy-swe-train")
+    eval_v = select_tasks(lake, suite, split="eval", name="toy-swe-eval")
+    tiny = clock.run("tiny model", tiny_model, lake, s, train_v)
+    demo_cfg = DemoConfig(samples=s.demo_samples, seed=s.seed)
+    demos_t, demos_u = clock.run(
+        "demos",
+        publish_demos,
+        lake,
+        tasks=train_v,
+        model=tiny,
+        split=None,
+        config=demo_cfg,
+        rollout=s.rollout_config("rft", s.demo_samples),
+    )
+    sft = RFTConfig(
+        epochs=s.sft_epochs,
+        lr=s.sft_lr,
+        batch_size=s.sft_batch,
+        warmup_steps=5,
+        weight_decay=0.0,
+        seed=s.seed,
+    )
+    base = clock.run(
+        "base SFT", train_rft, lake, tiny, [demos_t], sft, turns_version=demos_u,
+        name="learning-base",
+    ).version  # fmt: skip
+    table = {"base": clock.run("eval base", eval_stage, lake, s, base, eval_v, "base")}
+    if args.stop_after == "base":
+        return report(s, table, {}, clock)
+
+    collected = clock.run(
+        "rft rollout",
+        rollout,
+        lake,
+        model=base,
+        tasks=train_v,
+        config=s.rollout_config("rft", s.rft_samples),
+        max_batch=s.max_batch,
+        seed=s.seed,
+    )
+    rft_stats = rollout_stats(lake, collected.trajectories)
+    print(f"  rft collection: {json.dumps(rft_stats)}", flush=True)
+    if rft_stats["resolved"] == 0:
+        print("  no resolved trajectory: RFT policy = base policy", flush=True)
+        rft = base
+    else:
+        rft_cfg = RFTConfig(
+            epochs=s.rft_epochs, lr=s.rft_lr, batch_size=s.sft_batch, warmup_steps=2,
+            weight_decay=0.0, seed=s.seed,
+        )  # fmt: skip
+        rft = clock.run(
+            "rft train", train_rft, lake, base, [collected.trajectories], rft_cfg,
+            turns_version=collected.turns, name="learning-rft",
+        ).version  # fmt: skip
+    if rft == base:
+        table["rft"] = table["base"]
+    else:
+        table["rft"] = clock.run("eval rft", eval_stage, lake, s, rft, eval_v, "rft")
+    if args.stop_after == "rft":
+        return report(s, table, {}, clock)
+
+    runs = {"dapo": dapo(lake, s, rft, train_v, clock, flip=False)}
+    table["dapo"] = clock.run(
+        "eval dapo", eval_stage, lake, s, runs["dapo"]["policy"], eval_v, "dapo"
+    )
+    if s.flip_control:
+        runs["flip"] = dapo(lake, s, rft, train_v, clock, flip=True)
+        table["flipped"] = clock.run(
+            "eval flipped", eval_stage, lake, s, runs["flip"]["policy"], eval_v, "flipped"
+        )
+    return report(s, table, runs, clock)
+
+
+def report(s: Settings, table: dict, runs: dict, clock: Clock) -> int:
+    k = str(s.attempts)
+    print(f"\n| stage | Pass@1 | SEM | Pass@{k} | mean turns | submit rate |")
+    print("|---|---|---|---|---|---|")
+    for stage, m in table.items():
+        print(
+            f"| {stage} | {m['pass_at_1']:.3f} | {m['pass_at_1_sem']:.3f} | "
+            f"{m['pass_at_k'][k]:.3f} | {m['mean_turns']:.2f} | {m['submit_rate']:.2f} |"
+        )
+    stages = [x for x in ("base", "rft", "dapo") if x in table]
+    goal = True
+    for a, b in zip(stages, stages[1:], strict=False):
+        g = gap_in_sem(table[a], table[b])
+        goal &= g > 1
+        print(f"gap {a} -> {b}: {table[b]['pass_at_1'] - table[a]['pass_at_1']:+.3f} "
+              f"= {g:.2f} x (2 x combined SEM)")  # fmt: skip
+    if "dapo" in runs:
+        h = runs["dapo"]["history"]
+        n = sum(x["episodes"] for x in h)
+        dropped = sum(x["zero_adv_share"] * x["episodes"] for x in h) / n
+        gaps = [x["sampler_gap"] for x in h if x.get("sampler_gap") is not None]
+        print(f"DAPO samples dropped for zero advantage: {dropped:.1%} of {n}")
+        print(
+            "mean sampler-trainer gap |logp_trainer - logp_sampler|: "
+            + (f"{sum(gaps) / len(gaps):.2e}" if gaps else "n/a (no update ran)")
+        )
+        print("DAPO train-rollout resolved rate per iteration: "
+              + ", ".join(f"{x['resolved']:.2f}" for x in h))  # fmt: skip
+    if "flipped" in table:
+        ok = table["flipped"]["pass_at_1"] <= table["rft"]["pass_at_1"]
+        print(f"flipped-advantage control: Pass@1 {table['flipped']['pass_at_1']:.3f} vs RFT "
+              f"{table['rft']['pass_at_1']:.3f} ({'did not improve' if ok else 'IMPROVED'})")  # fmt: skip
+        goal &= ok
+    total = time.monotonic() - clock.start
+    print(f"total {total / 60:.1f} min; steps: "
+          + ", ".join(f"{k} {v:.0f}s" for k, v in clock.steps.items()))  # fmt: skip
+    complete = len(stages) == 3
+    print("GOAL MET" if goal and complete and total <= 45 * 60 else "goal not met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
