@@ -588,7 +588,10 @@ def train_rft_command(
 @train_app.command("update")
 def train_update_command(
     policy: Annotated[str, typer.Option(help="Policy: a `models` version or a HF directory.")],
-    trajectories: Annotated[str, typer.Option(help="`trajectories` version (id or name).")],
+    trajectories: Annotated[
+        list[str],
+        typer.Option(help="`trajectories` version(s) (id or name); repeat for several batches."),
+    ],
     iteration: Annotated[int, typer.Option(help="The DAPO iteration to train on.")],
     eps_low: Annotated[float, typer.Option(help="Lower clip: 1 - eps_low.")] = 0.2,
     eps_high: Annotated[
