@@ -35,7 +35,15 @@ class HFGenerator:
         dtype: torch.dtype = torch.float32,
         seed: int = 0,
         pad_token_id: int | None = None,
+        cpu_threads: int | None = 1,
     ):
+        """`cpu_threads`: on the CPU, torch's intra-op threads for this process (process-wide;
+        None leaves torch's setting). One by default: a small model's ops are too small to split,
+        and OpenMP threads spin badly when sandboxes and other processes share the cores (a batch
+        of 4 x 1,500-token prompts + 48 tokens took 12-26 s at 2 threads and 1.1-1.4 s at 1 on the
+        loaded 2-core dev machine: benchmarks/hf_threads.py)."""
+        if torch.device(device).type == "cpu" and cpu_threads is not None:
+            torch.set_num_threads(cpu_threads)
         if isinstance(model, str | Path):
             path = Path(model)
             if not (path / "config.json").is_file():
