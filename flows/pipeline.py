@@ -111,6 +111,7 @@ def pipeline(
         "policies": policies,
         "dapo": loop,
         "results": results,
+        "report": str(report),
     }
 
 
