@@ -344,10 +344,10 @@ DEMO_QUERIES = (
         "from trajectories_all group by all order by all",
     ),
     (
-        "the DAPO updates, step by step",
-        "select iteration, step, round(loss, 4) loss, clip_frac_high, round(entropy, 3) entropy, "
-        "kept_samples, dropped_samples from train_metrics_all where stage = 'update_policy' "
-        "order by iteration, step",
+        "which commands the policy runs, and how often it misuses them",
+        "select split_part(command, ' ', 1) tool, count(*) uses, "
+        "round(avg(tool_error::int), 3) misuse_rate from turns_all "
+        "where command is not null group by tool order by uses desc limit 10",
     ),
 )
 
