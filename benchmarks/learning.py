@@ -60,8 +60,8 @@ class Settings:
     train: int = 64
     eval: int = 16
     # model
-    hidden: int = 128
-    layers: int = 4
+    hidden: int = 64
+    layers: int = 2
     vocab: int = 4096
     # episodes (small: a tiny model must be able to finish)
     max_turns: int = 12
@@ -71,8 +71,8 @@ class Settings:
     window: int = 60
     # base SFT
     demo_samples: int = 3
-    sft_epochs: float = 6.0
-    sft_lr: float = 2e-3
+    sft_epochs: float = 7.0
+    sft_lr: float = 3e-3
     sft_batch: int = 8
     # RFT
     rft_samples: int = 4
