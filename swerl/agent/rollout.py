@@ -144,7 +144,7 @@ def run_rollouts(
     pool = ThreadPoolExecutor(config.max_live_sandboxes, thread_name_prefix="episode")
     try:
         futures = [
-            pool.submit(_one_episode, task, s, generator, chat, config, policy_version, prompts)
+            pool.submit(one_episode, task, s, generator, chat, config, policy_version, prompts)
             for task, s in jobs
         ]
         for future in as_completed(futures):
@@ -158,7 +158,7 @@ def run_rollouts(
     return sorted(results, key=lambda r: order[r.key])
 
 
-def _one_episode(
+def one_episode(
     task: Task,
     sample: int,
     generator: BatchingGenerator,
@@ -167,6 +167,9 @@ def _one_episode(
     policy_version: str,
     prompts: Prompts,
 ) -> EpisodeRows:
+    """One episode of `task` (sample number `sample`), graded and scored, as its rows; a sandbox
+    that cannot start is a recorded outcome. Also used to play scripted demonstrations
+    (`swerl.train.demos`) exactly as a policy's episode runs."""
     started = time.monotonic()
     trajectory_id = f"{config.stage}/{config.iteration}/{task.instance_id}/{sample}"
     try:

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
 from swerl.agent.chat import ChatFormat
-from swerl.agent.rollout import EpisodeRows, Prompts, RolloutConfig, _one_episode
+from swerl.agent.rollout import EpisodeRows, Prompts, RolloutConfig, one_episode
 from swerl.inference.replay import ReplayGenerator
 from swerl.lake import Lake
 from swerl.swe.task import Task, load_tasks
@@ -227,7 +227,7 @@ def play_demo(
     """Play `messages` as an episode of `task` (the rollout's own episode and grading code) and
     return its rows; the generator is recorded as `replay`, with no sampler log-probs."""
     replay = ReplayGenerator(messages, chat.encode, chat.end_of_turn_id)
-    return _one_episode(
+    return one_episode(
         task,
         sample,
         _ReplayEpisodes(replay),

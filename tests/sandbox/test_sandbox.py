@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import pytest
@@ -52,7 +53,10 @@ def test_output_is_capped_in_the_middle_with_a_marker(sandbox):
 def test_timeout_kills_the_command_and_its_children_and_the_session_goes_on(sandbox):
     sandbox.run("cd calc && export KEEP=1")
     started = time.monotonic()
-    result = sandbox.run("(sleep 300 &) ; sleep 300 | cat", timeout=1)
+    # a duration of its own: the local backend sees every process of the host (other sandboxes'
+    # `sleep`s included, e.g. a docker variant's container still being torn down)
+    n = 300 + secrets.randbelow(10_000)
+    result = sandbox.run(f"(sleep {n} &) ; sleep {n} | cat", timeout=1)
     assert result.timed_out and time.monotonic() - started < 15
     assert "timeout" in result.output
     after = sandbox.run(
@@ -60,7 +64,7 @@ def test_timeout_kills_the_command_and_its_children_and_the_session_goes_on(sand
     )
     assert after.exit_code == 0 and not after.timed_out
     assert after.output.startswith(f"1\n{sandbox.workdir}/calc\n")
-    assert "sleep 300" not in after.output  # the background child died too
+    assert f"sleep {n}" not in after.output  # the background child died too
 
 
 def test_timeout_of_a_busy_shell_restarts_it(sandbox):
