@@ -90,6 +90,13 @@ class RolloutConfig:
     """Put the one-shot demonstration into the system prompt (RFT collection)."""
     grading_timeout: float = 1800.0
     """Seconds the test run of grading may take."""
+    prompts_dir: str | None = None
+    """Directory of the prompt files (system.md, instance.md, demonstration.md); None:
+    configs/prompts. Their text (a hash of it) is part of the stage's fingerprint."""
+
+    def prompts(self) -> Prompts:
+        """The prompts this config names."""
+        return Prompts.load(self.prompts_dir or PROMPTS_DIR, demonstration=self.demonstration)
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -133,7 +140,7 @@ def run_rollouts(
     """Run `config.samples` episodes of every task; `skip` holds (instance_id, sample) pairs that
     are already done (resume). `on_episode` sees each episode as soon as it is graded (to save it
     and to show progress); the return value holds them all, in task and sample order."""
-    prompts = prompts or Prompts.load(demonstration=config.demonstration)
+    prompts = prompts or config.prompts()
     jobs = [
         (task, s)
         for task in tasks
@@ -280,6 +287,9 @@ def _failed_row(
 def _config_record(config: RolloutConfig) -> dict[str, Any]:
     record = asdict(config)
     record["episode"]["sampling"] = asdict(config.episode.sampling)
+    prompts = config.prompts()
+    text = "\0".join([prompts.system, prompts.instance, prompts.demonstration or ""])
+    record["prompts_sha256"] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return record
 
 

@@ -107,6 +107,7 @@ def evaluate(
     grade_unsubmitted: bool = True,
     turn_penalty_threshold: int = 10,
     grading_timeout: float = 1800.0,
+    prompts_dir: str | None = None,
     generator: str | Generator = "hf",
     server_url: str | None = None,
     device: str = "cpu",
@@ -124,7 +125,8 @@ def evaluate(
     which the `evals` manifest names as its input.
 
     `generator` is a backend name built from the model directory (hf, vllm, vllm-server with
-    `server_url`) or a ready `Generator` (then only its `name` enters the fingerprint)."""
+    `server_url`) or a ready `Generator` (then only its `name` enters the fingerprint).
+    `prompts_dir`: the prompt files (`RolloutConfig.prompts_dir`; None: configs/prompts)."""
     from swerl.train.checkpoint import resolve_model
 
     if attempts < 1:
@@ -138,6 +140,7 @@ def evaluate(
         grade_unsubmitted=grade_unsubmitted,
         turn_penalty_threshold=turn_penalty_threshold,
         grading_timeout=grading_timeout,
+        prompts_dir=prompts_dir,
     )
     ref = resolve_model(lake, model)
     tasks_v = lake.resolve("tasks", tasks)

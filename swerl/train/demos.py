@@ -234,7 +234,7 @@ def play_demo(
         chat,
         config,
         policy_version,
-        prompts or Prompts.load(demonstration=config.demonstration),
+        prompts or config.prompts(),
     )
 
 
