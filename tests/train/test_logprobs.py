@@ -66,6 +66,28 @@ def test_bfloat16_matches_the_hugging_face_recipe():
     torch.testing.assert_close(g_h, r_h, atol=2e-2, rtol=2e-2)
 
 
+def test_autocast_bf16_matches_the_hugging_face_recipe():
+    """float32 hidden states and head under CPU autocast (the update's `bf16`): the head matmul
+    runs in bf16 as `nn.Linear` would, logits are upcast, and backward recomputes in bf16 too
+    (autocast is off in backward), giving float32 gradients for float32 inputs."""
+    hidden, weight, targets = inputs(torch.float32, shape=(20,), hidden_size=16, vocab=64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, ent = token_logprobs(hidden, weight, targets, chunk_size=6, return_entropy=True)
+        logits = torch.nn.functional.linear(hidden, weight)
+    assert logits.dtype == torch.bfloat16 and out.dtype == torch.float32
+    ref, ref_ent = naive(logits.float(), torch.eye(64), targets)  # the HF path, from its logits
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent, ref_ent, atol=1e-5, rtol=1e-5)
+    mine = grads(out, ent, hidden, weight)
+    theirs = grads(ref, ref_ent, hidden, weight)
+    for a, b in zip(mine, theirs, strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=2e-2)
+    # and bf16 rounding is visible: the float32 path differs by more than float32 noise
+    exact = token_logprobs(hidden, weight, targets)
+    assert (out - exact).abs().max() > 1e-4
+
+
 def test_no_tokens_x_vocab_tensor_is_kept_for_backward():
     hidden, weight, targets = inputs(torch.float32, shape=(64,), hidden_size=8, vocab=500)
     saved = []
