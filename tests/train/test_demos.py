@@ -14,7 +14,14 @@ from swerl.models.tiny import default_corpus, train_tokenizer
 from swerl.swe.task import Task
 from swerl.swe.toy import generate_task
 from swerl.swe.toy.build import task_row
-from swerl.train.demos import DemoConfig, DemoError, build_demos, demo_messages, patch_edits
+from swerl.train.demos import (
+    DemoConfig,
+    DemoError,
+    build_demos,
+    demo_messages,
+    minimal_replacement,
+    patch_edits,
+)
 from swerl.train.rft import assistant_turn_spans
 
 
@@ -79,6 +86,33 @@ def test_demos_resolve_and_tokens_match_messages(chat, tasks):
         for ep in episodes
         if ep.key[0] == tasks[2].instance_id
     ]
+
+
+def test_minimal_replacement_is_short_unique_and_exact():
+    text = "def f(a, b):\n    if a in b:\n        return a\n    return b in a\n"
+    at = text.index("    if a in b")
+    search, repl = minimal_replacement(text, "    if a in b:\n", "    if a not in b:\n", at)
+    assert (search, repl) == ("a in", "a not in")  # `in` alone occurs twice
+    assert text.replace(search, repl, 1) == text.replace("if a in b", "if a not in b")
+    # an insertion (nothing removed) takes the nearest unique context
+    at = text.index("    return b")
+    search, repl = minimal_replacement(text, "", "    b = b or []\n", at)
+    assert text.count(search) == 1 and search == search.strip()
+    assert text.replace(search, repl, 1) == text[:at] + "    b = b or []\n" + text[at:]
+
+
+def test_replace_demos_resolve_every_family(chat):
+    # one task of each bug family (the first train tasks cycle through them)
+    tasks = [Task.from_row(task_row(generate_task(0, "train", i), 0)) for i in range(7)]
+    assert len({t.meta["family"] for t in tasks}) == 7
+    config = DemoConfig(fix="replace", detour_rate=0.0)
+    rollout = RolloutConfig(stage="rft", samples=1, backend="local", episode=EpisodeConfig())
+    for ep in build_demos(tasks, chat, rollout, config, policy_version="tiny"):
+        t = ep.trajectory
+        assert t["resolved"] and t["tool_errors"] == 0, t["messages"]
+        said = [m["content"] for m in t["messages"] if m["role"] == "assistant"]
+        assert any("```command\nreplace " in m for m in said)
+        assert not any("\nedit " in m for m in said)
 
 
 def test_a_task_without_toy_meta_is_refused(tasks):
