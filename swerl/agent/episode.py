@@ -14,6 +14,19 @@ off by default, the paper has none) is closed with the end-of-turn token, which 
 `generation_error`, the sandbox failing (`SandboxError`, or an OS/engine error on a file
 transfer) with `sandbox_error`; other exceptions are bugs and propagate.
 
+The text path (`run_text_episode`, for text-only generators such as `openai-chat`): the same loop,
+tools, terminations and grading, but each turn sends the conversation as chat messages and gets
+text back; there are no token ids, loss masks or log-probs (the trajectory row has them null, so
+nothing can train on it). Token accounting has one rule there: the endpoint's reported `usage`.
+The context in use is the last request's prompt_tokens + completion_tokens; the next reply may
+sample what is left of `max_context_tokens` (capped by `max_turn_tokens`); a reply after which
+the endpoint's count exceeds `max_context_tokens` (the observations before it made the
+conversation too long), or that was cut at the remaining budget, ends the episode with
+`context_limit` and is not executed. An observation's size is not known before it is sent, so
+the text path can overrun the limit by one observation where the token path stops before it,
+and `turns.observation_tokens` is null. No tokenizer is needed, so an API model is evaluated
+without its tokenizer.
+
 `score_episode` grades the final diff in a fresh sandbox (`grade_patch`): submitted episodes
 always, unsubmitted ones (turn or context limit, generation error) too unless
 `grade_unsubmitted=False`, which scores them 0 (PAPER.md section 9). The reward is section 4's.
@@ -26,12 +39,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from swerl.agent.chat import ChatFormat, Transcript
+from swerl.agent.chat import ChatFormat, Message, Transcript
 from swerl.agent.parse import extract_command
 from swerl.agent.tools import Sandbox, ToolConfig, Tools
 from swerl.grading import Grade, grade_patch
 from swerl.grading.reward import turn_penalty
 from swerl.inference.base import Completion, SamplingParams
+from swerl.inference.openai_chat import ChatReply
 from swerl.sandbox import SandboxError
 from swerl.swe.task import Task
 
@@ -78,14 +92,16 @@ class TurnRecord:
     tool_error: bool
     timed_out: bool
     completion_tokens: int
-    observation_tokens: int
+    observation_tokens: int | None
+    """None on the text path: the endpoint counts an observation only inside the next prompt."""
     generation_s: float
     tool_s: float
 
 
 @dataclass
 class EpisodeResult:
-    transcript: Transcript
+    transcript: Transcript | TextTranscript
+    """Token ids and messages (`run_episode`), or messages and the endpoint's counts (text)."""
     turns: list[TurnRecord]
     termination: str
     patch: str | None
@@ -118,44 +134,141 @@ def run_episode(
     issue_prompt: str,
     config: EpisodeConfig = EpisodeConfig(),
 ) -> EpisodeResult:
-    """Play one episode in `sandbox` (see the module docstring)."""
+    """Play one episode in `sandbox` on token ids (see the module docstring)."""
     started = time.monotonic()
     transcript = Transcript.start(chat, system_prompt, issue_prompt)
+    return _play(_TokenPath(transcript, generate), sandbox, config, started)
+
+
+def run_text_episode(
+    chat: Callable[[list[Message], SamplingParams], ChatReply],
+    sandbox: Sandbox,
+    system_prompt: str,
+    issue_prompt: str,
+    config: EpisodeConfig = EpisodeConfig(),
+) -> EpisodeResult:
+    """Play one episode in `sandbox` with a text-only generator (`chat`: the conversation's
+    messages -> the reply's text, e.g. `OpenAIChatGenerator.chat`); see the module docstring for
+    how its tokens are counted. The result's transcript is a `TextTranscript`."""
+    started = time.monotonic()
+    transcript = TextTranscript.start(system_prompt, issue_prompt)
+    return _play(_TextPath(transcript, chat), sandbox, config, started)
+
+
+@dataclass
+class TextTranscript:
+    """The text path's conversation: chat messages, and the endpoint's token counts (`usage`)."""
+
+    messages: list[Message]
+    prompt_tokens: int = 0
+    """The first request's prompt (system + issue), as the endpoint counted it."""
+    completion_tokens: int = 0
+    """Every reply's tokens, summed."""
+    context_tokens: int = 0
+    """Prompt + reply of the last request: the conversation up to its last reply (an
+    observation added since is not counted until the next request)."""
+
+    @classmethod
+    def start(cls, system: str, user: str) -> TextTranscript:
+        return cls([{"role": "system", "content": system}, {"role": "user", "content": user}])
+
+    def add_reply(self, reply: ChatReply) -> None:
+        if not self.completion_tokens:
+            self.prompt_tokens = reply.prompt_tokens
+        self.completion_tokens += reply.completion_tokens
+        self.context_tokens = reply.prompt_tokens + reply.completion_tokens
+        self.messages.append({"role": "assistant", "content": reply.text})
+
+
+class _TokenPath:
+    """The episode loop's view of a token-faithful transcript and a token generator."""
+
+    def __init__(self, transcript: Transcript, generate):
+        self.transcript, self.generate = transcript, generate
+        self.stop = (transcript.chat.end_of_turn_id,)
+
+    def used(self) -> int:
+        return len(self.transcript.token_ids)
+
+    def reply(self, params: SamplingParams) -> tuple[str, int, bool]:
+        """(message text, tokens, ended with the end-of-turn token)"""
+        completion = self.generate(self.transcript.token_ids, params)
+        n = len(completion.token_ids)
+        logprobs = completion.logprobs if completion.logprobs is not None else [0.0] * n
+        message = self.transcript.add_assistant(completion.token_ids, logprobs)
+        return message, n, completion.finish_reason == "stop"
+
+    def close_turn(self) -> None:
+        self.transcript.close_turn()
+
+    def observation_cost(self, text: str) -> int | None:
+        return self.transcript.observation_cost(text)
+
+    def add_observation(self, text: str) -> None:
+        self.transcript.add_observation(text)
+
+
+class _TextPath:
+    """The episode loop's view of a text transcript and a chat endpoint."""
+
+    stop: tuple[int, ...] = ()
+
+    def __init__(self, transcript: TextTranscript, chat):
+        self.transcript, self.chat = transcript, chat
+
+    def used(self) -> int:
+        return self.transcript.context_tokens
+
+    def reply(self, params: SamplingParams) -> tuple[str, int, bool]:
+        reply = self.chat(list(self.transcript.messages), params)
+        self.transcript.add_reply(reply)
+        return reply.text, reply.completion_tokens, reply.finish_reason == "stop"
+
+    def close_turn(self) -> None:
+        """Nothing to close: a text message has no end-of-turn token."""
+
+    def observation_cost(self, text: str) -> int | None:
+        return None  # counted by the endpoint with the next request
+
+    def add_observation(self, text: str) -> None:
+        self.transcript.messages.append({"role": "user", "content": text})
+
+
+def _play(
+    path: _TokenPath | _TextPath, sandbox: Sandbox, config: EpisodeConfig, started: float
+) -> EpisodeResult:
+    """The episode loop, the same for both paths."""
     tools = Tools(sandbox, config.tools)
     turns: list[TurnRecord] = []
     termination, error = "max_turns", None
     gen_total = tool_total = 0.0
     for index in range(config.max_turns):
-        budget = config.max_context_tokens - len(transcript.token_ids)
+        budget = config.max_context_tokens - path.used()
         if budget < 1:
             termination = "context_limit"
             break
         cap = min(budget, config.max_turn_tokens or budget)
-        params = dataclasses.replace(
-            config.sampling, max_tokens=cap, stop_token_ids=(chat.end_of_turn_id,)
-        )
+        params = dataclasses.replace(config.sampling, max_tokens=cap, stop_token_ids=path.stop)
         t0 = time.monotonic()
         try:
-            completion = generate(transcript.token_ids, params)
+            message, n, ended = path.reply(params)
         except Exception as e:  # the engine failed: end this episode, keep the others going
             termination, error = "generation_error", f"{type(e).__name__}: {e}"
             break
         gen_s = time.monotonic() - t0
         gen_total += gen_s
-        n = len(completion.token_ids)
-        logprobs = completion.logprobs if completion.logprobs is not None else [0.0] * n
-        message = transcript.add_assistant(completion.token_ids, logprobs)
-        ended = completion.finish_reason == "stop"
-        if not ended and cap == budget:  # (a cut turn, cap < budget, leaves room to close it)
+        # a reply that ran out of the context (a cut turn, cap < budget, leaves room to close
+        # it); the text path learns the conversation's size with the reply, and may find it over
+        if (not ended and cap == budget) or path.used() > config.max_context_tokens:
             turns.append(TurnRecord(index, None, "", False, False, False, n, 0, gen_s, 0.0))
-            termination = "context_limit"  # the reply ran out of context
+            termination = "context_limit"
             break
 
         t0 = time.monotonic()
         command, tool_error, timed_out, submitted = None, False, False, False
         try:
             if not ended:  # cut by max_turn_tokens: close it (not sampled), never execute it
-                transcript.close_turn()
+                path.close_turn()
                 text, format_error = CUT_TURN.format(n=n) + "\n" + tools.prompt_line(), True
             else:
                 parsed = extract_command(message)
@@ -179,16 +292,16 @@ def run_episode(
             turns.append(TurnRecord(index, command, "", False, False, False, n, 0, gen_s, tool_s))
             termination = "submitted"
             break
-        cost = transcript.observation_cost(text)
+        cost = path.observation_cost(text)
         turns.append(
             TurnRecord(
                 index, command, text, format_error, tool_error, timed_out, n, cost, gen_s, tool_s
             )
         )
-        if len(transcript.token_ids) + cost >= config.max_context_tokens:
+        if cost is not None and path.used() + cost >= config.max_context_tokens:
             termination = "context_limit"  # no room for the observation and another turn
             break
-        transcript.add_observation(text)
+        path.add_observation(text)
 
     patch = None
     if termination != "sandbox_error":
@@ -199,7 +312,7 @@ def run_episode(
             termination, error = "sandbox_error", f"diff failed: {type(e).__name__}: {e}"
         tool_total += time.monotonic() - t0
     return EpisodeResult(
-        transcript,
+        path.transcript,
         turns,
         termination,
         patch,
