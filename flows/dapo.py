@@ -11,6 +11,10 @@ at most `max_rollout_batches` draws (then it trains on what there is, and says s
 signal at all the policy stays as it is). At `stage2_from` the pool is re-filtered from every
 trajectory of the loop so far (tasks solved in >= 2/3 of their attempts and tasks never solved
 are dropped) and the stage-2 settings apply. Re-running with the same inputs reuses every step.
+
+`generator="replay"` with `replay=[<trajectories versions>]` makes every rollout play recorded
+episodes again instead of sampling (tokenized by the current policy, which then trains on them):
+a loop with a known signal, for tests and for checking the update path without a capable model.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ ROLLOUT_PASSTHROUGH = (
     "command_timeout",
     "grading_timeout",
     "generator",
+    "replay",
     "server_url",
     "device",
 )
@@ -105,6 +110,7 @@ def dapo(
     command_timeout: float | None = None,
     grading_timeout: float | None = None,
     generator: str | None = None,
+    replay: list[str] | None = None,
     server_url: str | None = None,
     device: str | None = None,
     eps_low: float | None = None,

@@ -50,6 +50,7 @@ def run_episodes_stage(
         instances=s.get("instances"),
         config=config,
         generator=s.get("generator", "hf"),
+        replay=s.get("replay"),
         server_url=s.get("server_url"),
         device=s.get("device", "cpu"),
         seed=s.get("seed", 0),
@@ -103,6 +104,7 @@ def run_episodes_stage(
                 ("model", s["model"]),
                 ("tasks", s.get("tasks", "latest")),
                 ("task_pool", s.get("pool")),
+                ("replay", ", ".join(s.get("replay") or [])),
             )
             if v
         },
@@ -150,6 +152,7 @@ def rollout(
     command_timeout: float | None = None,
     grading_timeout: float | None = None,
     generator: str | None = None,
+    replay: list[str] | None = None,
     server_url: str | None = None,
     device: str | None = None,
     seed: int | None = None,
@@ -162,6 +165,10 @@ def rollout(
 ) -> dict[str, str | None]:
     """`samples` episodes per task of `pool` (kept tasks; or every task of `tasks`, or the given
     `instances`) with policy `model`; returns the `trajectories` and `turns` versions.
+
+    `generator="replay"` plays recorded episodes again instead of sampling: `replay` names the
+    `trajectories` versions; sample s of task t replays recording s mod n_t of t, tokenized by
+    `model`'s tokenizer (see `swerl.agent.rollout.rollout`).
 
     `shards=n` runs the episodes as n concurrent shards, then publishes one version. `shard=i`
     (with `shards=n`) runs only shard i and publishes nothing: fan shards out to several workers

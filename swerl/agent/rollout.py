@@ -7,6 +7,12 @@ turns of all live episodes), with a cap on live sandboxes. Each finished episode
 fresh sandbox (`swerl.grading.grade_patch`); unsubmitted episodes are graded on their diff unless
 `grade_unsubmitted=False` (PAPER.md section 9). The reward is PAPER.md section 4's: resolved plus
 the turn penalty.
+
+Generators (`generator=`): `hf`, `vllm` and `vllm-server` sample from the policy; `openai-chat`
+asks a chat-completions endpoint for text (evaluation of API models: no token ids, nothing to
+train on); `replay` plays the assistant messages of recorded `trajectories` versions again
+(`replay=[...]`, see `Replays`): re-grade recorded episodes in a new image, check their token
+fidelity with another tokenizer or template, or give the DAPO loop a known signal in tests.
 """
 
 from __future__ import annotations
@@ -23,10 +29,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swerl.agent.chat import ChatFormat
-from swerl.agent.episode import EpisodeConfig, run_episode, score_episode
+from swerl.agent.chat import ChatFormat, Transcript
+from swerl.agent.episode import (
+    EpisodeConfig,
+    TextTranscript,
+    run_episode,
+    run_text_episode,
+    score_episode,
+)
 from swerl.inference.base import Generator
 from swerl.inference.batching import BatchingGenerator
+from swerl.inference.openai_chat import API_KEY_ENV, LogprobsRequired, OpenAIChatGenerator
+from swerl.inference.replay import ReplayGenerator
 from swerl.lake import Lake
 from swerl.sandbox import SandboxError, open_sandbox
 from swerl.swe.task import Task, load_tasks
@@ -126,10 +140,62 @@ class EpisodeRows:
     tools, diff, close and grading); for benchmarks, not stored in the lake."""
 
 
+class Replays:
+    """The `replay` generator of a rollout: recorded episodes played again, one
+    `ReplayGenerator` per episode. Episode (task t, sample s) replays the assistant messages of
+    recording number s mod n_t of t, where t's n_t recordings are ordered as `load_recordings`
+    returns them. The messages are tokenized by `chat` (the policy's tokenizer and template)."""
+
+    name = ReplayGenerator.name
+    has_logprobs = False
+
+    def __init__(self, recordings: dict[str, list[list[str]]], chat: ChatFormat):
+        self.recordings = recordings
+        self.chat = chat
+
+    def for_episode(self, instance_id: str, sample: int) -> ReplayGenerator:
+        scripts = self.recordings.get(instance_id)
+        if not scripts:
+            raise ValueError(f"replay: no recorded trajectory of {instance_id}")
+        script = scripts[sample % len(scripts)]
+        return ReplayGenerator(script, self.chat.encode, self.chat.end_of_turn_id)
+
+
+def load_recordings(
+    lake: Lake, versions: Sequence[str], instance_ids: Sequence[str]
+) -> dict[str, list[list[str]]]:
+    """The assistant messages of every recorded trajectory of `instance_ids` in the `trajectories`
+    `versions`: per task, a list of scripts ordered by version (in the given order), then sample,
+    then trajectory id. Rows without an assistant message (a sandbox that never started) are not
+    recordings. A task without any recording is an error naming it and the versions, raised
+    before any episode runs."""
+    wanted = set(instance_ids)
+    found: dict[str, list[tuple[int, int, str, list[str]]]] = {}
+    for rank, version in enumerate(versions):
+        table = lake.read(
+            "trajectories", version, columns=["instance_id", "sample", "trajectory_id", "messages"]
+        )
+        for row in table.to_pylist():
+            if row["instance_id"] not in wanted:
+                continue
+            script = [m["content"] for m in row["messages"] or [] if m["role"] == "assistant"]
+            if script:
+                key = (rank, row["sample"] or 0, row["trajectory_id"], script)
+                found.setdefault(row["instance_id"], []).append(key)
+    missing = [i for i in instance_ids if i not in found]
+    if missing:
+        raise ValueError(
+            f"replay: {len(missing)} of {len(instance_ids)} tasks have no recorded trajectory "
+            f"with an assistant message in trajectories {', '.join(versions)}: "
+            + ", ".join(missing[:10])
+        )
+    return {i: [r[3] for r in sorted(found[i], key=lambda r: r[:3])] for i in instance_ids}
+
+
 def run_rollouts(
     tasks: Iterable[Task],
-    generator: BatchingGenerator,
-    chat: ChatFormat,
+    generator: BatchingGenerator | Replays | OpenAIChatGenerator,
+    chat: ChatFormat | None,
     config: RolloutConfig,
     *,
     policy_version: str,
@@ -139,7 +205,9 @@ def run_rollouts(
 ) -> list[EpisodeRows]:
     """Run `config.samples` episodes of every task; `skip` holds (instance_id, sample) pairs that
     are already done (resume). `on_episode` sees each episode as soon as it is graded (to save it
-    and to show progress); the return value holds them all, in task and sample order."""
+    and to show progress); the return value holds them all, in task and sample order. With
+    `Replays`, each episode plays its own recording instead of sampling; an
+    `OpenAIChatGenerator` plays the text path (`chat` may then be None)."""
     prompts = prompts or config.prompts()
     jobs = [
         (task, s)
@@ -151,7 +219,18 @@ def run_rollouts(
     pool = ThreadPoolExecutor(config.max_live_sandboxes, thread_name_prefix="episode")
     try:
         futures = [
-            pool.submit(one_episode, task, s, generator, chat, config, policy_version, prompts)
+            pool.submit(
+                one_episode,
+                task,
+                s,
+                generator.for_episode(task.instance_id, s)
+                if isinstance(generator, Replays)
+                else generator,
+                chat,
+                config,
+                policy_version,
+                prompts,
+            )
             for task, s in jobs
         ]
         for future in as_completed(futures):
@@ -168,15 +247,17 @@ def run_rollouts(
 def one_episode(
     task: Task,
     sample: int,
-    generator: BatchingGenerator,
-    chat: ChatFormat,
+    generator: BatchingGenerator | ReplayGenerator | OpenAIChatGenerator,
+    chat: ChatFormat | None,
     config: RolloutConfig,
     policy_version: str,
     prompts: Prompts,
 ) -> EpisodeRows:
     """One episode of `task` (sample number `sample`), graded and scored, as its rows; a sandbox
     that cannot start is a recorded outcome. Also used to play scripted demonstrations
-    (`swerl.train.demos`) exactly as a policy's episode runs."""
+    (`swerl.train.demos`) exactly as a policy's episode runs. An `OpenAIChatGenerator` plays the
+    text path (`run_text_episode`; `chat` unused, may be None): the row's token columns are null
+    and its token counts are the endpoint's."""
     started = time.monotonic()
     trajectory_id = f"{config.stage}/{config.iteration}/{task.instance_id}/{sample}"
     try:
@@ -184,10 +265,14 @@ def one_episode(
         start_s = time.monotonic() - started
         try:
             system, issue = prompts.render(task, config.episode, repo_dir=sandbox.workdir)
-            with generator.episode():
-                result = run_episode(
-                    chat, generator.complete, sandbox, system, issue, config.episode
-                )
+            if isinstance(generator, OpenAIChatGenerator):
+                result = run_text_episode(generator.chat, sandbox, system, issue, config.episode)
+            else:
+                assert chat is not None, "a token generator needs the model's chat format"
+                with generator.episode():
+                    result = run_episode(
+                        chat, generator.complete, sandbox, system, issue, config.episode
+                    )
         finally:
             t0 = time.monotonic()
             sandbox.close()
@@ -209,9 +294,7 @@ def one_episode(
     trajectory = {
         **_failed_row(task, sample, config, policy_version, generator),
         "trajectory_id": trajectory_id,
-        "token_ids": t.token_ids,
-        "loss_mask": t.loss_mask,
-        "sampler_logprobs": t.logprobs if generator.has_logprobs else None,
+        **_token_columns(t, generator.has_logprobs),
         "messages": t.messages,
         "patch": result.patch,
         "submitted": result.submitted,
@@ -224,10 +307,6 @@ def one_episode(
         "termination": result.termination,
         "format_errors": result.format_errors,
         "tool_errors": result.tool_errors,
-        "fidelity_mismatches": t.fidelity_mismatches(),
-        "prompt_tokens": t.prompt_tokens,
-        "completion_tokens": sum(t.loss_mask),
-        "total_tokens": len(t.token_ids),
         "generation_s": result.generation_s,
         "tool_s": result.tool_s,
         "grading_s": score.grading_s,
@@ -257,6 +336,30 @@ def one_episode(
         "sandbox_s": start_s + result.tool_s + close_s + score.grading_s,
     }
     return EpisodeRows((task.instance_id, sample), trajectory, turn_rows, timings)
+
+
+def _token_columns(t: Transcript | TextTranscript, has_logprobs: bool) -> dict[str, Any]:
+    """The row's token columns: the exact sequence of a token transcript, or, on the text path,
+    no ids and the endpoint's counts (`total_tokens`: the conversation up to its last reply)."""
+    if isinstance(t, TextTranscript):
+        return {
+            "token_ids": None,
+            "loss_mask": None,
+            "sampler_logprobs": None,
+            "fidelity_mismatches": None,
+            "prompt_tokens": t.prompt_tokens,
+            "completion_tokens": t.completion_tokens,
+            "total_tokens": t.context_tokens,
+        }
+    return {
+        "token_ids": t.token_ids,
+        "loss_mask": t.loss_mask,
+        "sampler_logprobs": t.logprobs if has_logprobs else None,
+        "fidelity_mismatches": t.fidelity_mismatches(),
+        "prompt_tokens": t.prompt_tokens,
+        "completion_tokens": sum(t.loss_mask),
+        "total_tokens": len(t.token_ids),
+    }
 
 
 def _failed_row(
@@ -313,6 +416,7 @@ def rollout(
     instances: Sequence[str] | None = None,
     config: RolloutConfig = RolloutConfig(),
     generator: str = "hf",
+    replay: Sequence[str] | None = None,
     server_url: str | None = None,
     device: str = "cpu",
     max_batch: int = 16,
@@ -334,9 +438,24 @@ def rollout(
 
     Finished episodes are saved under the lake's work folder as they finish; running the same
     stage again (same fingerprint) after a crash or a kill skips them. `model` is a model
-    directory or a `models` version id or name."""
+    directory or a `models` version id or name.
+
+    `generator="replay"` samples nothing: episode (task t, sample s) plays the assistant messages
+    of recording s mod n_t of t in the `trajectories` versions `replay` (ids or names; ordered by
+    version as given, then sample), tokenized by `model`'s tokenizer, in a fresh sandbox, graded
+    as usual. The rows carry `policy_version` = `model`, generator `replay` and null
+    `sampler_logprobs`; the replayed versions are inputs of the output (`trajectories` in the
+    manifest, comma-joined). A task without a recording fails before any episode runs."""
     from swerl.train.checkpoint import resolve_model
 
+    if generator == "openai-chat":
+        raise LogprobsRequired(
+            f"the rollout stage ({config.stage}) makes training data, which needs sampled token "
+            "ids; the 'openai-chat' generator returns text only. Evaluate API models with the "
+            "evaluate stage (generator openai-chat)"
+        )
+    if generator not in GENERATORS:
+        raise ValueError(f"unknown generator {generator!r}: use {', '.join(GENERATORS)}")
     ref = resolve_model(lake, model)
     tasks_v = lake.resolve("tasks", tasks).version
     inputs = {"tasks": tasks_v, "models": ref.id}
@@ -366,6 +485,15 @@ def rollout(
         task_list = task_list[:limit]
     if not task_list:
         raise ValueError(f"no tasks to roll out (tasks {tasks_v}, pool {pool})")
+    recordings = None
+    if generator == "replay":
+        if not replay:
+            raise ValueError("generator replay needs `replay`: the trajectories versions to replay")
+        replay_vs = [lake.resolve("trajectories", v).version for v in replay]
+        inputs["trajectories"] = ",".join(replay_vs)
+        recordings = load_recordings(lake, replay_vs, [t.instance_id for t in task_list])
+    elif replay:
+        raise ValueError(f"`replay` is for generator replay, not {generator!r}")
     parameters = {
         "config": _config_record(config),
         "generator": generator,
@@ -402,7 +530,18 @@ def rollout(
         if progress is not None:
             progress(count[0], total)
 
-    if len(skip) < total:  # (a final call after shards only publishes: no model to load)
+    if len(skip) < total and recordings is not None:  # replay: the policy's tokenizer only
+        chat = chat_format(ref.path)
+        run_rollouts(
+            task_list,
+            Replays(recordings, chat),
+            chat,
+            config,
+            policy_version=ref.id,
+            skip=skip,
+            on_episode=save,
+        )
+    elif len(skip) < total:  # (a final call after shards only publishes: no model to load)
         gen, chat = make_generator(
             ref.path,
             generator,
@@ -468,28 +607,47 @@ def check_images(tasks: list[Task]) -> None:
         )
 
 
-def make_generator(
-    model_dir: Path, kind: str, *, server_url: str | None, device: str, seed: int
-) -> tuple[Generator, ChatFormat]:
-    """The generator backend `kind` for a model directory, and the model's chat format."""
+GENERATORS = ("hf", "vllm", "vllm-server", "replay")
+"""Generator kinds the rollout stage takes (`make_generator` builds the first three; `replay`
+needs recordings). `openai-chat` is refused there: text only, nothing to train on."""
+
+
+def chat_format(model_dir: Path) -> ChatFormat:
+    """The chat format of a model directory's tokenizer."""
     from transformers import AutoTokenizer
 
-    chat = ChatFormat(AutoTokenizer.from_pretrained(model_dir))
+    return ChatFormat(AutoTokenizer.from_pretrained(model_dir))
+
+
+def make_generator(
+    model: Path | str, kind: str, *, server_url: str | None, device: str, seed: int
+) -> tuple[Generator | OpenAIChatGenerator, ChatFormat | None]:
+    """The generator backend `kind` and the model's chat format. `model` is a model directory
+    for hf, vllm and vllm-server, and the endpoint's model name for openai-chat, which has no
+    chat format here (None: the endpoint applies its own template) and reads its API key from
+    the environment variable `OPENAI_API_KEY` (never stored in a manifest). (`replay` is not
+    built here: it needs recordings, see `Replays` and the `rollout` stage.)"""
+    if kind == "openai-chat":
+        if not server_url:
+            raise ValueError("generator openai-chat needs server_url (the endpoint's base URL)")
+        key = os.environ.get(API_KEY_ENV)
+        return OpenAIChatGenerator(server_url, model=str(model), api_key=key), None
+    chat = chat_format(Path(model))
     if kind == "hf":
         from swerl.inference.hf import HFGenerator
 
-        return HFGenerator(model_dir, device=device, seed=seed), chat
+        return HFGenerator(model, device=device, seed=seed), chat
     if kind == "vllm":
         from swerl.inference.vllm import VLLMGenerator
 
-        return VLLMGenerator(model_dir, seed=seed), chat
+        return VLLMGenerator(model, seed=seed), chat
     if kind == "vllm-server":
         from swerl.inference.vllm_server import VLLMServerGenerator
 
         if not server_url:
             raise ValueError("generator vllm-server needs server_url")
-        return VLLMServerGenerator(server_url, model=str(model_dir)), chat
-    raise ValueError(f"unknown generator {kind!r}: use hf, vllm or vllm-server")
+        return VLLMServerGenerator(server_url, model=str(model)), chat
+    raise ValueError(f"unknown generator {kind!r}: use hf, vllm, vllm-server or openai-chat")
 
 
 def _save_episode(work: Path, rows: EpisodeRows) -> None:

@@ -1,6 +1,7 @@
 """The stage flows against a real (temporary) Prefect server: re-runs reuse versions and
 `force` makes new ones, a rollout split into 2 shards publishes one complete dataset, the DAPO
-loop's dynamic sampling and stage switch, and bad input that fails before any work."""
+loop's dynamic sampling and stage switch without signal, its update branch with signal (replayed
+recordings), and bad input that fails before any work."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from flows.rollout import rollout
 from swerl.lake import Lake, connect
 from swerl.models.tiny import TinySpec, publish_tiny_model
 from swerl.swe.toy import publish_toy_suite
+from swerl.train.demos import publish_demos
 
 EPISODE = dict(
     backend="local",
@@ -149,3 +151,76 @@ def test_bad_input_fails_before_any_work(lake):
     with pytest.raises(Exception, match="no-such-model"):
         dapo(policy="no-such-model", data=data)
     assert {d: _versions(lake, d) for d in lake.datasets()} == before
+
+
+def test_dapo_with_replayed_signal_updates_the_policy_and_samples_with_the_new_one(lake):
+    """The update branch end to end: each group replays one resolved demo (sample 0) and one
+    unresolved random episode (sample 1), so every sample carries an advantage."""
+    data = str(lake.root)
+    pool = filter_tasks(tasks="toy", runs=1, backend="local", concurrency=2, data=data)
+    solved, _ = publish_demos(lake, tasks="toy", model="tiny", split=None)
+    unsolved = rollout(
+        model="tiny", tasks="toy", samples=1, seed=5, data=data, **{**EPISODE, "max_turns": 5}
+    )["trajectories"]
+    tiny = lake.resolve("models", "tiny").version
+    loop = dict(
+        policy="tiny",
+        pool=pool["task_pool"],
+        iterations=2,
+        samples=2,
+        tasks_per_batch=1,
+        batch_size=4,
+        max_rollout_batches=3,
+        max_turns=5,
+        turn_penalty_threshold=4,
+        max_context_tokens=8192,
+        backend="local",
+        max_live_sandboxes=2,
+        generator="replay",
+        replay=[solved, unsolved],
+        lr=1e-3,
+        data=data,
+    )
+    before = {d: _versions(lake, d) for d in lake.datasets()}
+    out = dapo(**loop)
+    first, second = out["iterations"]
+
+    # dynamic sampling: 2 of each draw's 2 samples carry signal; it stops at batch_size (4)
+    assert first["kept"] == 4 and first["samples"] == 4 and len(first["trajectories"]) == 2
+    rows = [r for v in first["trajectories"] for r in lake.read("trajectories", v).to_pylist()]
+    assert [(r["sample"], r["resolved"]) for r in rows] == [(0, True), (1, False)] * 2
+    assert all(r["policy_version"] == tiny and r["sampler_logprobs"] is None for r in rows)
+    recorded = lake.manifest("trajectories", first["trajectories"][0])["inputs"]["trajectories"]
+    assert recorded == f"{solved},{unsolved}"
+
+    # the update published policy 1 from the policy and exactly this iteration's trajectories
+    policy1 = first["policy_out"]
+    assert policy1 not in before["models"] and policy1 != tiny
+    manifest = lake.manifest("models", policy1)
+    assert manifest["stage"] == "update_policy"
+    assert manifest["inputs"] == {"models": tiny, "trajectories": ",".join(first["trajectories"])}
+    assert_weights_differ(lake, tiny, policy1)
+
+    # iteration 2 rolls out with the new policy, and its update gives the returned policy
+    assert second["policy_in"] == policy1 and second["kept"] == 4
+    rows = [r for v in second["trajectories"] for r in lake.read("trajectories", v).to_pylist()]
+    assert rows and all(r["policy_version"] == policy1 and r["iteration"] == 1 for r in rows)
+    assert out["policy"] == second["policy_out"] not in (policy1, tiny)
+    assert lake.manifest("models", out["policy"])["inputs"]["models"] == policy1
+
+    # the same call again reuses every rollout and update: no new version anywhere
+    after = {d: _versions(lake, d) for d in lake.datasets()}
+    assert dapo(**loop) == out
+    assert {d: _versions(lake, d) for d in lake.datasets()} == after
+
+
+def assert_weights_differ(lake: Lake, a: str, b: str) -> None:
+    from safetensors.torch import load_file
+
+    def weights(version: str) -> dict:
+        path = lake.resolve("models", version).path
+        return {k: v for f in sorted(path.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    assert all(not wa[k].equal(wb[k]) for k in wa), "every parameter changes in an update step"
