@@ -649,7 +649,16 @@ def rollout_command(
     stage: Annotated[str, typer.Option(help="rft, dapo or eval (recorded on every row).")] = "dapo",
     iteration: Annotated[int, typer.Option(help="DAPO iteration (recorded).")] = 0,
     backend: Annotated[str, typer.Option(help="Sandboxes: auto, docker or local.")] = "auto",
-    generator: Annotated[str, typer.Option(help="hf, vllm or vllm-server.")] = "hf",
+    generator: Annotated[
+        str, typer.Option(help="hf, vllm, vllm-server, or replay (plays --replay's episodes).")
+    ] = "hf",
+    replay: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="replay: a `trajectories` version to replay (repeat for several); sample s of "
+            "a task replays its recording s mod n, tokenized by --model's tokenizer."
+        ),
+    ] = None,
     server_url: Annotated[
         str | None, typer.Option(help="vllm-server: the server's base URL.")
     ] = None,
@@ -716,6 +725,7 @@ def rollout_command(
                 pool=pool,
                 config=config,
                 generator=generator,
+                replay=replay,
                 server_url=server_url,
                 device=device,
                 max_batch=max_batch,
@@ -739,7 +749,11 @@ def rollout_command(
 @app.command("evaluate")
 def evaluate_command(
     model: Annotated[
-        str, typer.Option(help="Model: a `models` version (id or name) or a HF directory.")
+        str,
+        typer.Option(
+            help="Model: a `models` version (id or name) or a HF directory; with --generator "
+            "openai-chat, the endpoint's model name."
+        ),
     ],
     tasks: Annotated[str, typer.Option(help="`tasks` version (id or name).")] = "latest",
     split: Annotated[
@@ -750,8 +764,17 @@ def evaluate_command(
         int, typer.Option(help="Attempts per task (Pass@1 over runs, Pass@k).")
     ] = 10,
     backend: Annotated[str, typer.Option(help="Sandbox backend: auto, docker or local.")] = "auto",
-    generator: Annotated[str, typer.Option(help="Generator: hf, vllm or vllm-server.")] = "hf",
-    server_url: Annotated[str | None, typer.Option(help="URL of a vLLM server.")] = None,
+    generator: Annotated[
+        str,
+        typer.Option(
+            help="Generator: hf, vllm, vllm-server, or openai-chat (an API model: any "
+            "chat-completions endpoint; the API key is read from OPENAI_API_KEY)."
+        ),
+    ] = "hf",
+    server_url: Annotated[
+        str | None,
+        typer.Option(help="Base URL of a vLLM server or of the chat-completions endpoint."),
+    ] = None,
     device: Annotated[str, typer.Option(help="Device of the hf generator.")] = "cpu",
     max_turns: Annotated[int, typer.Option(help="Turn limit of an episode.")] = 40,
     max_context_tokens: Annotated[int, typer.Option(help="Context limit of an episode.")] = 65536,

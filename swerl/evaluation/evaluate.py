@@ -41,6 +41,7 @@ from swerl.agent.rollout import EpisodeRows, RolloutConfig, make_generator, run_
 from swerl.evaluation.summary import summarize
 from swerl.inference.base import Generator
 from swerl.inference.batching import BatchingGenerator
+from swerl.inference.openai_chat import OpenAIChatGenerator
 from swerl.lake import Lake
 from swerl.swe.splits import select_tasks
 from swerl.swe.task import load_tasks
@@ -126,6 +127,14 @@ def evaluate(
 
     `generator` is a backend name built from the model directory (hf, vllm, vllm-server with
     `server_url`) or a ready `Generator` (then only its `name` enters the fingerprint).
+
+    API models: `generator="openai-chat"` with `server_url` (the endpoint's base URL) evaluates
+    the endpoint's model named `model` (no directory, no `models` input; rows carry
+    `model_version` = `openai-chat:<model>`). Episodes take the text path
+    (`swerl.agent.episode.run_text_episode`: token counts and the context limit from the
+    endpoint's `usage`); the API key is read from `OPENAI_API_KEY` and never stored. A re-run
+    with the same model name reuses the version, even if the provider changed the model behind
+    it: use `force` or `name` to evaluate it again.
     `prompts_dir`: the prompt files (`RolloutConfig.prompts_dir`; None: configs/prompts)."""
     from swerl.train.checkpoint import resolve_model
 
@@ -142,15 +151,22 @@ def evaluate(
         grading_timeout=grading_timeout,
         prompts_dir=prompts_dir,
     )
-    ref = resolve_model(lake, model)
+    api = generator == "openai-chat"
+    if api and not server_url:
+        raise ValueError("generator openai-chat needs server_url (the endpoint's base URL)")
+    ref = None if api else resolve_model(lake, model)
+    model_id = f"openai-chat:{model}" if ref is None else ref.id
     tasks_v = lake.resolve("tasks", tasks)
     if split is not None or limit is not None:  # the subset becomes its own, pinned, version
         tasks_v = lake.resolve("tasks", select_tasks(lake, tasks, split=split, limit=limit))
     task_list = load_tasks(tasks_v.version, root=lake.root)
     if not task_list:
         raise ValueError(f"tasks version {tasks_v.version} holds no task to evaluate")
-    inputs = {"tasks": tasks_v.version, "models": ref.id}
+    inputs = {"tasks": tasks_v.version}
+    if ref is not None:
+        inputs["models"] = ref.id
     parameters = {
+        "model": model if api else None,
         "attempts": attempts,
         "split": split,
         "limit": limit,
@@ -171,37 +187,53 @@ def evaluate(
 
     work = lake.work_dir(STAGE, fp)
     skip = set(_load_finished(work))
-    if isinstance(generator, str):
-        gen, chat = make_generator(
-            ref.path, generator, server_url=server_url, device=device, seed=seed
-        )
-    else:
-        from transformers import AutoTokenizer
-
-        from swerl.agent.chat import ChatFormat
-
-        gen, chat = generator, ChatFormat(AutoTokenizer.from_pretrained(ref.path))
-    batching = BatchingGenerator(gen, max_batch=max_batch)
     total = len(task_list) * attempts
     count = [len(skip)]
 
     def save(episode_rows: EpisodeRows) -> None:
-        _save_attempt(work, eval_row(episode_rows, ref.id))
+        _save_attempt(work, eval_row(episode_rows, model_id))
         count[0] += 1
         if progress is not None:
             progress(count[0], total)
 
-    try:
-        run_rollouts(
-            task_list, batching, chat, config, policy_version=ref.id, skip=skip, on_episode=save
-        )
-    finally:
-        batching.close()
+    if ref is None:  # an API model: the text path, no batching (the endpoint batches)
+        gen, _ = make_generator(model, "openai-chat", server_url=server_url, device=device, seed=0)
+        assert isinstance(gen, OpenAIChatGenerator)
+        try:
+            run_rollouts(
+                task_list, gen, None, config, policy_version=model_id, skip=skip, on_episode=save
+            )
+        finally:
+            gen.close()
+    else:
+        if isinstance(generator, str):
+            gen, chat = make_generator(
+                ref.path, generator, server_url=server_url, device=device, seed=seed
+            )
+        else:
+            from transformers import AutoTokenizer
+
+            from swerl.agent.chat import ChatFormat
+
+            gen, chat = generator, ChatFormat(AutoTokenizer.from_pretrained(ref.path))
+        batching = BatchingGenerator(gen, max_batch=max_batch)
+        try:
+            run_rollouts(
+                task_list,
+                batching,
+                chat,
+                config,
+                policy_version=model_id,
+                skip=skip,
+                on_episode=save,
+            )
+        finally:
+            batching.close()
 
     finished = _load_finished(work)
     rows = [finished[(t.instance_id, a)] for t in task_list for a in range(attempts)]
     summary = summarize(rows)
-    model_name = model_name_of(ref.version, ref.manifest, ref.path)
+    model_name = model if ref is None else model_name_of(ref.version, ref.manifest, ref.path)
     with lake.writer(
         "evals", stage=STAGE, parameters=parameters, inputs=inputs, name=name, info=info
     ) as w:
