@@ -2,13 +2,27 @@
 
     ref = resolve_model(lake, "20261124T...-ab12cd")       # a `models` version (id or name)
     ref = resolve_model(lake, "models/tiny")               # or any Hugging Face model directory
-    model, tokenizer = load_model(ref)
+    model, tokenizer = load_model(ref)                     # weights=False: on the meta device
     check_token_ids(ref, trajectories, "trajectories 2026...")   # ids inside the vocabulary,
                                                             # and the sampler's tokenizer is ours
-    save_model(writer.path, model, tokenizer, optimizer)   # inside `lake.directory("models", ...)`
+    save_model(writer.path, model, tokenizer, optimizer_state)   # in `lake.directory("models")`
+    state = read_optimizer_state(ref, model)              # the next round continues the moments
+    load_optimizer_state(model, optimizer, state, sharded=False, source=str(ref))
 
 A `models` version is a Hugging Face directory (config, weights, tokenizer) plus, after an update
-round, `optimizer.pt` (the AdamW state the next round continues). Its manifest names the parent
+round, `optimizer.pt` (the AdamW state the next round continues).
+
+`optimizer.pt` is the full (unsharded) optimizer state keyed by parameter name, in the format of
+`torch.distributed.checkpoint.state_dict.get_optimizer_state_dict(..., full_state_dict=True)`:
+{"state": {"model.layers.0.mlp.up_proj.weight": {"step", "exp_avg", "exp_avg_sq"}, ...},
+"param_groups": [{"params": [names...], "lr", ...}]}. Being full and named, it loads into any
+layout: one process, data parallel, or FSDP over any number of processes (there only process 0
+reads the file and `set_optimizer_state_dict` scatters the shards). The cost: process 0 holds the
+whole state in CPU memory while saving or loading (8 bytes per parameter for AdamW's two float32
+moments: about 580 GB for 72B; a sharded `torch.distributed.checkpoint` directory would avoid
+that and is the next step if that memory is short). Files written before this format (keyed by
+parameter index, `optimizer.state_dict()`) are read too: the index is the position in
+`model.named_parameters()`, which is how the optimizer was built. Its manifest names the parent
 model, the data versions and the hyperparameters, and `info.tokenizer_fingerprint`.
 
 The tokenizer fingerprint is a hash of the vocabulary (token -> id) and the special tokens, not of
@@ -92,15 +106,24 @@ def resolve_model(lake: Lake, version_or_path: str | Path) -> ModelRef:
 
 
 def load_model(
-    ref: ModelRef, dtype: torch.dtype | None = None
+    ref: ModelRef, dtype: torch.dtype | None = None, *, weights: bool = True
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The causal LM (float32 unless `dtype`) and its tokenizer; a load failure names the path."""
+    """The causal LM (float32 unless `dtype`) and its tokenizer; a load failure names the path.
+
+    `weights=False` builds the architecture from `config.json` on the meta device (no memory, no
+    weight file read): the FSDP processes that receive their shards from process 0."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref.path)
-        model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=dtype or torch.float32)
+        if weights:
+            model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=dtype or torch.float32)
+        else:
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(
+                    AutoConfig.from_pretrained(ref.path), dtype=dtype or torch.float32
+                )
     except Exception as e:  # corrupt files surface as many exception types
         raise CheckpointError(f"model {ref} does not load: {type(e).__name__}: {e}") from e
     recorded = ref.manifest.get("info", {}).get("tokenizer_fingerprint")
@@ -200,12 +223,73 @@ def save_model(
     out: Path,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+    *,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Hugging Face files (safetensors) into `out`, plus `optimizer.pt` when given."""
+    """Hugging Face files (safetensors) into `out`, plus `optimizer.pt` when given (the named
+    format of the module docstring).
+
+    `state_dict`: the full weights gathered from a sharded `model` (FSDP), on the CPU; they are
+    saved through a fresh unsharded model of the same config, so the directory is the same as
+    an unsharded save."""
     import torch
 
-    model.save_pretrained(out, safe_serialization=True)
+    if state_dict is None:
+        model.save_pretrained(out, safe_serialization=True)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        with torch.device("meta"):
+            plain = AutoModelForCausalLM.from_config(model.config)
+        plain.load_state_dict(state_dict, assign=True)
+        plain.tie_weights()  # assign=True replaced the tied tensors one by one
+        plain.generation_config = model.generation_config
+        plain.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), out / OPTIMIZER_FILE)
+    if optimizer_state is not None:
+        torch.save(optimizer_state, out / OPTIMIZER_FILE)
+
+
+def read_optimizer_state(ref: ModelRef, model: torch.nn.Module) -> dict[str, Any]:
+    """`optimizer.pt` of `ref` in the named format (older index-keyed files are converted)."""
+    import torch
+
+    try:
+        state = torch.load(ref.path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        groups, per_param = state["param_groups"], state["state"]
+    except Exception as e:  # a truncated or foreign file surfaces as many exception types
+        raise CheckpointError(
+            f"model {ref}: {OPTIMIZER_FILE} does not load: {type(e).__name__}: {e}"
+        ) from e
+    if all(isinstance(p, int) for g in groups for p in g["params"]):
+        names = [n for n, _ in model.named_parameters()]
+        if max((p for g in groups for p in g["params"]), default=-1) >= len(names):
+            raise CheckpointError(
+                f"model {ref}: {OPTIMIZER_FILE} has more parameters than the model ({len(names)})"
+            )
+        groups = [{**g, "params": [names[p] for p in g["params"]]} for g in groups]
+        per_param = {names[p]: v for p, v in per_param.items()}
+    return {"state": per_param, "param_groups": groups}
+
+
+def load_optimizer_state(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    *,
+    sharded: bool,
+    source: str,
+) -> None:
+    """Put a named optimizer state (from `read_optimizer_state`) into `optimizer`.
+
+    Unsharded: every process passes the whole state. Sharded (FSDP2): every process calls this,
+    process 0 with the state and the others with {}; process 0's tensors are broadcast and each
+    process keeps its shards."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=sharded, broadcast_from_rank0=sharded)
+    try:
+        set_optimizer_state_dict(model, optimizer, state, options=options)
+    except (ValueError, KeyError, RuntimeError, AssertionError) as e:
+        raise CheckpointError(f"{source}: {OPTIMIZER_FILE} does not fit the model: {e}") from e

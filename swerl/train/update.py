@@ -19,12 +19,36 @@ What it does, top to bottom:
    step. Nothing is published when any step fails; re-running with the same inputs, parameters and
    code returns the existing version without training.
 
-Scale: data parallel through accelerate. Every process holds the whole model and optimizer; each
-takes a share of every minibatch's trajectories and the gradients are summed across processes with
-one all-reduce per step (which is what DDP does, without its forward wrapper: the chunked log-prob
-head calls the decoder directly). Not supported yet: FSDP / DeepSpeed ZeRO sharding for this loop
-(the LM-head weight would have to be gathered for `sequence_logprobs`); `update_policy` refuses
-them with a message. RFT (`train/rft.py`) runs under both.
+Scale, through accelerate (the same code on one process, many, or many machines):
+- one process, or data parallel (`configs/accelerate/ddp.yaml`, or torchrun): every process holds
+  the whole model and optimizer, takes a share of every minibatch's trajectories, and the
+  gradients are summed across processes with one all-reduce per step (what DDP does, without its
+  forward wrapper);
+- FSDP2 (`configs/accelerate/fsdp.yaml`): parameters, gradients and AdamW state sharded over the
+  processes (`torch.distributed.fsdp.fully_shard`), for policies that do not fit one GPU. Each
+  decoder layer (the model's `_no_split_modules` class) is one unit; the rest (embeddings, final
+  norm, LM head) belongs to the root unit, a `LogprobModel` wrapper, so that the chunked LM-head
+  log-probs run inside the root's forward where FSDP has gathered the head weight (see
+  `train/logprobs.py`). Gradients are summed, not averaged, over processes (divide factor 1),
+  as in the data-parallel path. Every process runs the same number of forward/backward passes
+  (FSDP's gathers are collective): a process whose share of a minibatch is shorter runs filler
+  micro-batches whose loss is multiplied by 0. Only process 0 reads the weights (the others build
+  the model on the meta device and receive their shards from it), and saving gathers the full
+  weights and optimizer state on process 0's CPU (`train/checkpoint.py`: one `optimizer.pt` that
+  any later layout loads). The update shards the model itself, always with FSDP2: the launch
+  file's `fsdp_config` knobs (wrap policy, offload, activation checkpointing, FSDP1) are read by
+  RFT, not here. accelerate enables FSDP only for GPU processes; on CPU processes the update
+  shards when `ACCELERATE_USE_FSDP=true` is set, the variable `accelerate launch` sets (the
+  two-process CPU test runs that way).
+- DeepSpeed ZeRO is refused (deepspeed is not a dependency; RFT runs under it).
+
+Precision: float32 by default. `bf16=True` is mixed precision: bfloat16 forward (one process /
+data parallel: `torch.autocast`; FSDP: `MixedPrecisionPolicy(param_dtype=bf16,
+reduce_dtype=float32)`), float32 master weights, gradient reduction and AdamW state; the log-probs
+(softmax, the ratio, the comparison with the sampler) are float32 either way. pi_old is recomputed
+in the same precision as pi_theta, so the first step's ratio is exactly 1. The launch file's
+`mixed_precision` does not apply to the update; `bf16` does (and is recorded in the version's
+parameters).
 
 Where we deviate from, or add to, the paper: see the README, "The DAPO update" (sample std, tolerance, optional TIS).
 The last minibatch of an epoch may be smaller than `batch_size` (it is kept, not dropped).
@@ -35,7 +59,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,11 +68,12 @@ import pyarrow.compute as pc
 
 from swerl.lake import Lake
 from swerl.train.checkpoint import (
-    OPTIMIZER_FILE,
     CheckpointError,
     check_token_ids,
     load_model,
+    load_optimizer_state,
     model_info,
+    read_optimizer_state,
     resolve_model,
     save_model,
 )
@@ -107,6 +132,8 @@ class UpdateConfig:
     """Tokens per LM-head chunk in the log-prob computation (memory, not math)."""
     temperature: float = 1.0
     """The sampler's temperature; logits are divided by it so pi matches what was sampled."""
+    bf16: bool = False
+    """bfloat16 mixed precision: bf16 forward, float32 weights, AdamW state and log-probs."""
     seed: int = 0
     """Seed of the minibatch shuffle (mixed with the iteration)."""
 
@@ -171,12 +198,16 @@ def update_policy(
     from accelerate import Accelerator, DistributedType
     from accelerate.utils import broadcast_object_list
 
+    from swerl.train.logprobs import LogprobModel
+
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    if acc.distributed_type == DistributedType.DEEPSPEED:
         raise UpdateError(
-            f"update_policy runs data parallel only (got {acc.distributed_type}); launch it with "
-            "configs/accelerate/ddp.yaml (see the module docstring)"
+            "update_policy does not run under DeepSpeed (not a dependency, and its ZeRO-3 "
+            "gathering is untested here); launch it with configs/accelerate/fsdp.yaml (sharded) "
+            "or ddp.yaml (see the module docstring)"
         )
+    sharded = _fsdp_requested(acc)
     ref = resolve_model(lake, policy)
     wanted = (
         [trajectories_version] if isinstance(trajectories_version, str) else trajectories_version
@@ -196,29 +227,28 @@ def update_policy(
 
     # ---- data: one iteration, checked, advantages, zero-advantage samples dropped -------------
     table = _read_iteration(lake, versions, iteration, source)
-    model, tokenizer = load_model(ref)
-    check_token_ids(lake, tokenizer, model.get_output_embeddings().weight.shape[0], table, source)
+    if sharded:
+        net, tokenizer = _load_sharded(ref, config, acc)
+    else:
+        model, tokenizer = load_model(ref)
+        net = LogprobModel(model.to(acc.device))
+    lm = net.lm
+    check_token_ids(lake, tokenizer, lm.get_output_embeddings().weight.shape[0], table, source)
     samples, dropped = _kept_samples(table, config, source)
 
-    # ---- model and optimizer (continued from the parent's state when it has one) --------------
-    model.to(acc.device)
+    # ---- optimizer (continued from the parent's state when it has one) -------------------------
     # Qwen2-style models have no dropout (attention_dropout 0): train and eval log-probs agree.
-    model.train()
+    net.train()
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        lm.parameters(),
         lr=config.lr,
         betas=config.betas,
         eps=config.adam_eps,
         weight_decay=config.weight_decay,
     )
     if ref.has_optimizer:
-        state = torch.load(ref.path / OPTIMIZER_FILE, map_location=acc.device, weights_only=True)
-        try:
-            optimizer.load_state_dict(state)
-        except (ValueError, KeyError) as e:
-            raise CheckpointError(
-                f"model {ref}: {OPTIMIZER_FILE} does not fit the model: {e}"
-            ) from e
+        state = _on_main(acc, sharded, lambda: read_optimizer_state(ref, lm), {})
+        load_optimizer_state(lm, optimizer, state, sharded=sharded, source=f"model {ref}")
         for group in optimizer.param_groups:  # this round's hyperparameters, the parent's moments
             group.update(
                 lr=config.lr,
@@ -234,18 +264,26 @@ def update_policy(
     minibatches = [
         order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)
     ]
-    mine = [mb[acc.process_index :: acc.num_processes] for mb in minibatches]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    shares = [[mb[p :: acc.num_processes] for mb in minibatches] for p in range(acc.num_processes)]
+    mine = shares[acc.process_index]
+    run = _Runner(net, config, tokenizer, acc, sharded)
 
     # ALGO: pi_old recomputed by the trainer before the first step (PAPER.md section 9)
-    gap = _compute_old_logprobs(model, [samples[i] for mb in mine for i in mb], config, pad_id, acc)
+    # (under FSDP every process makes as many passes as the one with the most samples)
+    passes = max(math.ceil(sum(map(len, s)) / config.micro_batch_size) for s in shares)
+    gap = _compute_old_logprobs(run, [samples[i] for mb in mine for i in mb], passes, samples[0])
 
     rows = []
     for step, (mb, local) in enumerate(zip(minibatches, mine, strict=True)):
         num_tokens = sum(samples[i].tokens for i in mb)  # the whole minibatch, every process
-        sums = _train_minibatch(model, [samples[i] for i in local], num_tokens, config, pad_id, acc)
+        passes = math.ceil(len(shares[0][step]) / config.micro_batch_size)  # process 0's: most
+        sums = _train_minibatch(
+            run, [samples[i] for i in local], num_tokens, passes, filler=samples[mb[0]]
+        )
         totals = _all_reduce(sums, acc)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm))
+        grad_norm = _full_float(
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)
+        )
         if not math.isfinite(grad_norm):  # a NaN step would poison every later round
             raise UpdateError(
                 f"{source}: gradient norm {grad_norm} at step {step}; nothing published"
@@ -254,7 +292,8 @@ def update_policy(
         optimizer.zero_grad(set_to_none=True)
         rows.append(_metrics_row(step, totals, grad_norm, config.lr, len(mb), dropped, gap))
 
-    # ---- publish: main process writes, every process learns the version id --------------------
+    # ---- publish: gather (FSDP), main process writes, every process learns the version id -----
+    weights, optimizer_state = _full_state(lm, optimizer, sharded)
     result: list[Any] = [None]
     if acc.is_main_process:
         info = {
@@ -265,6 +304,7 @@ def update_policy(
             "dropped_samples": dropped,
             "steps": len(rows),
             "processes": acc.num_processes,
+            "sharded": sharded,
             "sampler_gap": gap,
             # on-policy check for the reader: normally exactly the parent
             "sampled_by": sorted({v for v in table["policy_version"].to_pylist() if v}),
@@ -272,18 +312,129 @@ def update_policy(
         with lake.directory(
             "models", stage=STAGE, parameters=parameters, inputs=inputs, name=name, info=info
         ) as w:
-            save_model(w.path, model, tokenizer, optimizer)
+            save_model(w.path, lm, tokenizer, optimizer_state, state_dict=weights)
             ids = "".join(f"{s.trajectory_id}\n" for s in samples)  # exactly what it trained on
             (w.path / "trajectory_ids.txt").write_text(ids)
             for row in rows:
                 row.update(model_version=w.version, stage=STAGE, iteration=iteration)
+            # "models" = this version (its id makes the fingerprint unique), not the parent
             w.info["train_metrics"] = write_train_metrics(
-                lake, rows, stage=STAGE, inputs={"models": w.version, **inputs}
+                lake, rows, stage=STAGE, inputs={**inputs, "models": w.version}
             )
         result = [w.version]
     if acc.num_processes > 1:
         broadcast_object_list(result, from_process=0)
     return lake.resolve("models", result[0])
+
+
+def _fsdp_requested(acc: Accelerator) -> bool:
+    """FSDP from the launch: accelerate's FSDP (GPU processes), or ACCELERATE_USE_FSDP=true on
+    CPU processes, where accelerate leaves FSDP off (gloo runs FSDP2 too)."""
+    import os
+
+    from accelerate import DistributedType
+
+    if acc.distributed_type == DistributedType.FSDP:
+        return True
+    return (
+        acc.distributed_type == DistributedType.MULTI_CPU
+        and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    )
+
+
+def _on_main(acc: Accelerator, sharded: bool, read: Callable[[], Any], other: Any) -> Any:
+    """`read()` on process 0 only when sharded (the others get `other`), on every process
+    otherwise. A CheckpointError on process 0 is raised on every process, not left to hang the
+    others in the next collective."""
+    import torch.distributed as dist
+
+    if not sharded:
+        return read()
+    value, error = other, None
+    if acc.is_main_process:
+        try:
+            value = read()
+        except CheckpointError as e:
+            error = str(e)
+    errors: list[str | None] = [error]
+    dist.broadcast_object_list(errors, src=0)
+    if errors[0] is not None:
+        raise CheckpointError(errors[0])
+    return value
+
+
+def _load_sharded(ref, config: UpdateConfig, acc: Accelerator):
+    """The policy as an FSDP2-sharded `LogprobModel`, and its tokenizer.
+
+    Process 0 reads the weights; every process builds the model on the meta device, shards it
+    (one unit per decoder layer, the root unit holding embeddings, final norm and LM head),
+    allocates its shards, and receives them from process 0 (`set_model_state_dict` with
+    `broadcast_from_rank0`). Buffers outside the state dict (rotary frequencies) are copied from
+    process 0 too."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+    from swerl.train.logprobs import LogprobModel
+
+    model, tokenizer = _on_main(acc, True, lambda: load_model(ref), (None, None))
+    full: dict[str, Tensor] = {}
+    buffers: dict[str, Tensor] = {}
+    if acc.is_main_process:
+        full = model.state_dict()
+        buffers = {n: b.clone() for n, b in model.named_buffers()}
+        model.to(torch.device("meta"))
+        model.tie_weights()  # .to() untied the shared embedding / head weight
+    else:
+        model, tokenizer = load_model(ref, weights=False)
+    layer_classes = set(model._no_split_modules or ())
+    layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
+    if not layers:
+        raise UpdateError(
+            f"model {ref}: {type(model).__name__} names no decoder layer class "
+            "(_no_split_modules) to shard by"
+        )
+    net = LogprobModel(model)
+    mp = MixedPrecisionPolicy(
+        param_dtype=torch.bfloat16 if config.bf16 else None, reduce_dtype=torch.float32
+    )
+    for layer in layers:
+        fully_shard(layer, mp_policy=mp)
+    fully_shard(net, mp_policy=mp)
+    for unit in net.modules():
+        if isinstance(unit, FSDPModule):  # sum the processes' gradients, as the DDP path does
+            unit.set_gradient_divide_factor(1.0)
+            unit.set_force_sum_reduction_for_comms(True)
+    net.to_empty(device=acc.device)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, full, options=options)
+    del full
+    for n, b in model.named_buffers():
+        if acc.is_main_process:
+            b.copy_(buffers[n])
+        dist.broadcast(b, src=0)
+    return net, tokenizer
+
+
+def _full_state(lm, optimizer, sharded: bool) -> tuple[dict | None, dict]:
+    """(full weights or None, full named optimizer state), on the CPU, for process 0 to save;
+    under FSDP every process takes part in the gathers and the others get empty dicts."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(lm, options=options) if sharded else None
+    return weights, get_optimizer_state_dict(lm, optimizer, options=options)
+
+
+def _full_float(norm: Tensor) -> float:
+    from torch.distributed.tensor import DTensor
+
+    return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
 
 
 def _ids_sha256(ids: list[str]) -> str:
@@ -385,32 +536,68 @@ def _pad(rows: list[Tensor], value: float | int) -> Tensor:
     return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)
 
 
-def _micro_batches(samples: list[Sample], size: int) -> list[list[Sample]]:
-    return [samples[i : i + size] for i in range(0, len(samples), size)]
+def _micro_batches(samples: list[Sample], size: int, passes: int, filler: Sample | None):
+    """(micro-batch, is_filler) pairs: this process's samples in `size`s, then fillers up to
+    `passes` micro-batches (sharded runs; `filler` None: no padding)."""
+    batches = [(samples[i : i + size], False) for i in range(0, len(samples), size)]
+    if filler is not None:
+        batches += [([filler], True)] * (passes - len(batches))
+    return batches
 
 
-def _forward(model, batch: list[Sample], pad_id: int, config: UpdateConfig, device, entropy=False):
-    from swerl.train.logprobs import sequence_logprobs
+@dataclass
+class _Runner:
+    """What every forward needs: the model (a `LogprobModel`, sharded or not) and the plumbing."""
 
-    ids = _pad([s.token_ids for s in batch], pad_id).to(device)
-    attention = _pad([s.token_ids.new_ones(len(s.token_ids)) for s in batch], 0).to(device)
-    mask = _pad([s.loss_mask for s in batch], False).to(device)
-    out = sequence_logprobs(
-        model, ids, attention, config.chunk_size, config.temperature, return_entropy=entropy
-    )
-    return out, mask
+    net: Any
+    config: UpdateConfig
+    tokenizer: Any
+    acc: Accelerator
+    sharded: bool
+
+    def forward(self, batch: list[Sample], entropy: bool = False):
+        import contextlib
+
+        import torch
+
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        device = self.acc.device
+        ids = _pad([s.token_ids for s in batch], pad_id).to(device)
+        attention = _pad([s.token_ids.new_ones(len(s.token_ids)) for s in batch], 0).to(device)
+        mask = _pad([s.loss_mask for s in batch], False).to(device)
+        # bf16 under FSDP is its MixedPrecisionPolicy; elsewhere autocast
+        autocast = self.config.bf16 and not self.sharded
+        with (
+            torch.autocast(device.type, dtype=torch.bfloat16)
+            if autocast
+            else contextlib.nullcontext()
+        ):
+            out = self.net(
+                ids,
+                attention,
+                chunk_size=self.config.chunk_size,
+                temperature=self.config.temperature,
+                return_entropy=entropy,
+            )
+        return out, mask
 
 
 def _compute_old_logprobs(
-    model, samples: list[Sample], config: UpdateConfig, pad_id: int, acc: Accelerator
+    run: _Runner, samples: list[Sample], passes: int, filler: Sample
 ) -> dict[str, float | None]:
     """Fill `old_logprobs` of this process's samples; return the sampler gap over all processes."""
     import torch
 
+    acc = run.acc
     sums = torch.zeros(3, dtype=torch.float64, device=acc.device)  # tokens, |diff|, k3
+    batches = _micro_batches(
+        samples, run.config.micro_batch_size, passes, filler if run.sharded else None
+    )
     with torch.no_grad():
-        for batch in _micro_batches(samples, config.micro_batch_size):
-            logp, mask = _forward(model, batch, pad_id, config, acc.device)
+        for batch, is_filler in batches:
+            logp, mask = run.forward(batch)
+            if is_filler:
+                continue
             for row, s in enumerate(batch):
                 s.old_logprobs = logp[row, : len(s.token_ids)].float().cpu()
                 if s.sampler_logprobs is not None:
@@ -430,16 +617,17 @@ def _compute_old_logprobs(
 
 
 def _train_minibatch(
-    model,
+    run: _Runner,
     local: list[Sample],
     num_tokens: int,
-    config: UpdateConfig,
-    pad_id: int,
-    acc: Accelerator,
+    passes: int,
+    filler: Sample,
 ) -> dict[str, float]:
-    """Backward over this process's micro-batches; gradients hold sum / num_tokens."""
+    """Backward over this process's micro-batches; gradients hold sum / num_tokens (summed over
+    processes: by FSDP's reduce-scatter in backward, else by one all-reduce here)."""
     import torch
 
+    config, acc = run.config, run.acc
     sums = {
         "tokens": 0.0,
         "loss": 0.0,
@@ -449,8 +637,14 @@ def _train_minibatch(
         "entropy": 0.0,
         "ratio_max": 0.0,
     }
-    for batch in _micro_batches(local, config.micro_batch_size):
-        (logp, entropy), mask = _forward(model, batch, pad_id, config, acc.device, entropy=True)
+    batches = _micro_batches(
+        local, config.micro_batch_size, passes, filler if run.sharded else None
+    )
+    for batch, is_filler in batches:
+        (logp, entropy), mask = run.forward(batch, entropy=True)
+        if is_filler:  # plumbing: FSDP's collectives need the pass; the step must not see it
+            (logp.sum() * 0.0).backward()
+            continue
         old = _pad([s.old_logprobs for s in batch], 0.0).to(acc.device)
         adv = torch.tensor([s.advantage for s in batch], device=acc.device)
         sampler = None
@@ -477,10 +671,10 @@ def _train_minibatch(
         sums["ratio"] += m["ratio_mean"] * n
         sums["entropy"] += float(entropy.detach()[mask].sum())
         sums["ratio_max"] = max(sums["ratio_max"], m["ratio_max"])
-    if acc.num_processes > 1:
+    if acc.num_processes > 1 and not run.sharded:
         # plumbing: sum the gradients of every process (the loss already divides by the
         # minibatch's token count, so the sum is the minibatch mean); one flat all-reduce
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = [p for p in run.net.parameters() if p.requires_grad]
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)

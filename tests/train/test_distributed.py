@@ -1,5 +1,5 @@
-"""The update round with two CPU processes (torchrun + accelerate, gloo) gives the same model,
-optimizer state and metrics as one process, to float rounding."""
+"""The update round with two CPU processes (torchrun + accelerate, gloo), data parallel and FSDP2,
+gives the same model, optimizer state and metrics as one process, to float rounding."""
 
 from __future__ import annotations
 
@@ -80,6 +80,92 @@ def test_two_processes_match_one(tmp_path):
     for ra, rb in zip(ma, mb, strict=True):
         for key in ("loss", "grad_norm", "ratio_mean", "entropy", "tokens", "kept_samples"):
             assert ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-6), key
+
+
+FSDP_SCRIPT = """
+import json, sys
+from dataclasses import replace
+from swerl.lake import Lake
+from swerl.train.update import UpdateConfig, update_policy
+root, model, trajectories, config = sys.argv[1:5]
+config = json.loads(config)
+config["betas"] = tuple(config["betas"])
+config = UpdateConfig(**config)
+first = update_policy(Lake(root), model, trajectories, 0, config)
+second = update_policy(Lake(root), first.version, trajectories, 1, config)  # optimizer continued
+bf16 = update_policy(Lake(root), model, trajectories, 0, replace(config, bf16=True))
+print("VERSIONS", first.version, second.version, bf16.version, flush=True)
+"""
+
+
+def test_fsdp_two_processes_match_one(tmp_path):
+    """FSDP2 over two CPU processes (ACCELERATE_USE_FSDP=true, as `accelerate launch` sets it):
+    sharded load from process 0, uneven shares with filler passes, summed gradients, gathered
+    save, and a second round that continues the gathered optimizer state; plus a bf16 round
+    (MixedPrecisionPolicy) close to the float32 one."""
+    import json
+    import os
+
+    tiny = build_tiny_model(tmp_path / "tiny", SPEC, CORPUS)
+    one = Lake(tmp_path / "one")
+    rows = trajectory_rows(tiny, MIXED) + trajectory_rows(tiny, MIXED, iteration=1)
+    tv = write_trajectories(one, rows)
+    shutil.copytree(one.root, tmp_path / "two")
+    two = Lake(tmp_path / "two")
+
+    single = [update_policy(one, str(tiny), tv, 0, TWO_STEPS)]
+    single.append(update_policy(one, single[0].version, tv, 1, TWO_STEPS))
+
+    script = tmp_path / "run_fsdp.py"
+    script.write_text(textwrap.dedent(FSDP_SCRIPT))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(script), str(two.root), str(tiny), tv, json.dumps(asdict(TWO_STEPS)),
+    ]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_FSDP": "true"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = {line for line in done.stdout.splitlines() if line.startswith("VERSIONS")}
+    assert len(printed) == 1, done.stdout  # both processes return the same three versions
+    *sharded, bf16 = (two.resolve("models", v) for v in printed.pop().split()[1:])
+    assert len(two.versions("models")) == 3
+
+    base = AutoModelForCausalLM.from_pretrained(tiny).state_dict()
+    for a, b in zip(single, sharded, strict=True):
+        assert b.manifest["info"]["sharded"] and b.manifest["info"]["processes"] == 2
+        assert not a.manifest["info"]["sharded"]
+        wa = AutoModelForCausalLM.from_pretrained(a.path).state_dict()
+        wb = AutoModelForCausalLM.from_pretrained(b.path).state_dict()
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            assert not torch.equal(wa[k], base[k]), k
+            torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=0)
+        oa = torch.load(a.path / "optimizer.pt", weights_only=True)
+        ob = torch.load(b.path / "optimizer.pt", weights_only=True)
+        assert oa["param_groups"][0]["params"] == ob["param_groups"][0]["params"]
+        for k in oa["state"]:
+            assert oa["state"][k]["step"] == ob["state"][k]["step"]
+            for moment in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(
+                    oa["state"][k][moment], ob["state"][k][moment], atol=1e-6, rtol=1e-4
+                )
+        ma = one.read("train_metrics", a.manifest["info"]["train_metrics"]).to_pylist()
+        mb = two.read("train_metrics", b.manifest["info"]["train_metrics"]).to_pylist()
+        assert len(ma) == len(mb) == 2
+        for ra, rb in zip(ma, mb, strict=True):
+            for key in ("loss", "grad_norm", "ratio_mean", "entropy", "tokens", "kept_samples"):
+                assert ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-6), key
+    assert {float(s["step"]) for s in ob["state"].values()} == {4.0}  # 2 + 2 steps
+
+    ma = one.read("train_metrics", single[0].manifest["info"]["train_metrics"]).to_pylist()
+    mb = two.read("train_metrics", bf16.manifest["info"]["train_metrics"]).to_pylist()
+    assert bf16.manifest["parameters"]["bf16"] and bf16.manifest["info"]["sharded"]
+    for ra, rb in zip(ma, mb, strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], abs=2e-3)
+        assert rb["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-2)
+    assert bf16.manifest["info"]["sampler_gap"]["sampler_gap_abs"] > 1e-5  # bf16 did run
+    weights = AutoModelForCausalLM.from_pretrained(bf16.path).state_dict()
+    assert all(t.dtype == torch.float32 for t in weights.values())
 
 
 RFT_SCRIPT = """

@@ -302,3 +302,68 @@ def test_sampler_gap_is_measured_and_tis_runs(tiny, tmp_path):
     assert gap["sampler_kl"] == pytest.approx(math.expm1(0.1) - 0.1, rel=1e-3)
     metrics = lake.read("train_metrics").to_pylist()
     assert metrics[0]["sampler_gap_abs"] == pytest.approx(0.1, abs=1e-4)
+
+
+def test_bf16_runs_close_to_fp32(tiny, tmp_path):
+    """Mixed precision (autocast bf16 forward, float32 weights and AdamW state) follows the
+    float32 round closely; pi_old is recomputed in bf16 too, so the first ratio is exactly 1."""
+    lake = Lake(tmp_path / "lake")
+    tv = write_trajectories(lake, trajectory_rows(tiny, MIXED))
+    two_steps = replace(CONFIG, batch_size=3)
+    fp32 = update_policy(lake, str(tiny), tv, 0, two_steps)
+    bf16 = update_policy(lake, str(tiny), tv, 0, replace(two_steps, bf16=True))
+    assert bf16.version != fp32.version and bf16.manifest["parameters"]["bf16"] is True
+    a = lake.read("train_metrics", fp32.manifest["info"]["train_metrics"]).to_pylist()
+    b = lake.read("train_metrics", bf16.manifest["info"]["train_metrics"]).to_pylist()
+    # each round has its own metrics (same parent and trajectories, other parameters)
+    assert {r["model_version"] for r in a} == {fp32.version}
+    assert {r["model_version"] for r in b} == {bf16.version}
+    assert len(a) == len(b) == 2
+    assert b[0]["ratio_mean"] == 1.0
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], abs=2e-3)
+        assert rb["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-2)
+        assert rb["entropy"] == pytest.approx(ra["entropy"], rel=1e-3)
+    # bf16 really ran: the trainer's log-probs now differ from the (float32) sampler's, a little
+    gap = bf16.manifest["info"]["sampler_gap"]["sampler_gap_abs"]
+    assert 1e-5 < gap < 1e-2 and fp32.manifest["info"]["sampler_gap"]["sampler_gap_abs"] < 1e-5
+    # the same step: Adam moves each weight by about lr, in (nearly) the same direction
+    w0 = AutoModelForCausalLM.from_pretrained(tiny).state_dict()
+    wa = AutoModelForCausalLM.from_pretrained(fp32.path).state_dict()
+    wb = AutoModelForCausalLM.from_pretrained(bf16.path).state_dict()
+    assert all(t.dtype == torch.float32 for t in wb.values())  # master weights stay float32
+    da = torch.cat([(wa[k] - w0[k]).flatten() for k in w0])
+    db = torch.cat([(wb[k] - w0[k]).flatten() for k in w0])
+    assert torch.nn.functional.cosine_similarity(da, db, dim=0) > 0.99
+
+
+def test_an_index_keyed_optimizer_file_is_continued(tiny, tmp_path):
+    """optimizer.pt written as `optimizer.state_dict()` (before the named format) still loads:
+    the next round gives the same model as from the named file."""
+    lake = Lake(tmp_path / "lake")
+    rows = trajectory_rows(tiny, MIXED) + trajectory_rows(tiny, MIXED, iteration=1)
+    tv = write_trajectories(lake, rows)
+    first = update_policy(lake, str(tiny), tv, 0, CONFIG)
+    named = torch.load(first.path / "optimizer.pt", weights_only=True)
+    old = tmp_path / "old"
+    shutil.copytree(first.path, old)
+    names = [n for n, _ in AutoModelForCausalLM.from_pretrained(tiny).named_parameters()]
+    index = {n: i for i, n in enumerate(names)}
+    torch.save(
+        {
+            "state": {index[n]: v for n, v in named["state"].items()},
+            "param_groups": [
+                {**g, "params": [index[n] for n in g["params"]]} for g in named["param_groups"]
+            ],
+        },
+        old / "optimizer.pt",
+    )
+    a = update_policy(lake, first.version, tv, 1, CONFIG)
+    b = update_policy(lake, str(old), tv, 1, CONFIG)
+    wa = AutoModelForCausalLM.from_pretrained(a.path).state_dict()
+    wb = AutoModelForCausalLM.from_pretrained(b.path).state_dict()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    (old / "optimizer.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=rf"{old}: optimizer.pt does not load"):
+        update_policy(lake, str(old), tv, 1, replace(CONFIG, seed=1))
