@@ -5,7 +5,9 @@ SWE-bench harness.
     prefect deployment run 'evaluate/dev-tiny' --param model=<models version> --watch
     python -m flows.evaluate --config dev-tiny --model tiny
 
-Thin over `swerl.evaluation.evaluate.evaluate`; finished attempts survive a kill.
+API models: `--param generator='"openai-chat"' --param server_url='"https://<endpoint>"'
+--param model='"<the endpoint's model name>"'` (the key from the worker's `OPENAI_API_KEY`, never
+stored). Thin over `swerl.evaluation.evaluate.evaluate`; finished attempts survive a kill.
 """
 
 from __future__ import annotations

@@ -198,3 +198,27 @@ def test_the_evaluate_stage_evaluates_an_api_model(lake, server, monkeypatch):
     assert prediction["model_name_or_path"] == "scripted-agent" and prediction["model_patch"]
     with pytest.raises(ValueError, match="openai-chat needs server_url"):
         evaluate(lake, model="scripted-agent", tasks="toy-swe", generator="openai-chat")
+
+
+def test_a_reply_cut_by_max_turn_tokens_is_a_format_error_and_the_episode_goes_on(lake):
+    task = load_tasks("toy-swe", root=lake.root)[0]
+    replies = iter([("```command\nls", "length"), ("Done.\n```command\nsubmit\n```", "stop")])
+    asked: list[int] = []
+
+    def chat(messages: list[dict], p: SamplingParams) -> ChatReply:
+        asked.append(p.max_tokens)
+        text, finish = next(replies)
+        return ChatReply(text, finish, prompt_tokens=words(messages), completion_tokens=8)
+
+    sandbox = open_sandbox(task, backend="local")
+    try:
+        system, issue = Prompts.load().render(task, EpisodeConfig(), repo_dir=sandbox.workdir)
+        config = EpisodeConfig(max_turns=4, max_turn_tokens=8)
+        result = run_text_episode(chat, sandbox, system, issue, config)
+    finally:
+        sandbox.close()
+    assert asked == [8, 8] and result.termination == "submitted"
+    cut, submit = result.turns
+    assert cut.format_error and cut.command is None and "was cut at 8 tokens" in cut.observation
+    assert result.transcript.messages[3] == {"role": "user", "content": cut.observation}
+    assert submit.command == "submit" and result.patch == ""
