@@ -5,7 +5,8 @@
     model, tokenizer = load_model(ref)                     # weights=False: on the meta device
     check_token_ids(ref, trajectories, "trajectories 2026...")   # ids inside the vocabulary,
                                                             # and the sampler's tokenizer is ours
-    save_model(writer.path, model, tokenizer, optimizer_state)   # in `lake.directory("models")`
+    save_model(writer.path, model, tokenizer)              # in `lake.directory("models", ...)`
+    save_optimizer_state(writer.path, optimizer_state)      # named, full: see below
     state = read_optimizer_state(ref, model)              # the next round continues the moments
     load_optimizer_state(model, optimizer, state, sharded=False, source=str(ref))
 
@@ -223,12 +224,10 @@ def save_model(
     out: Path,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    optimizer_state: dict[str, Any] | None = None,
     *,
     state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Hugging Face files (safetensors) into `out`, plus `optimizer.pt` when given (the named
-    format of the module docstring).
+    """Hugging Face files (safetensors) and the tokenizer into `out`.
 
     `state_dict`: the full weights gathered from a sharded `model` (FSDP), on the CPU; they are
     saved through a fresh unsharded model of the same config, so the directory is the same as
@@ -247,8 +246,13 @@ def save_model(
         plain.generation_config = model.generation_config
         plain.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    if optimizer_state is not None:
-        torch.save(optimizer_state, out / OPTIMIZER_FILE)
+
+
+def save_optimizer_state(out: Path, state: dict[str, Any]) -> None:
+    """`optimizer.pt` (the named full format of the module docstring) into `out`."""
+    import torch
+
+    torch.save(state, out / OPTIMIZER_FILE)
 
 
 def read_optimizer_state(ref: ModelRef, model: torch.nn.Module) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
     version = update_policy(lake, "policy-3", trajectories_version, iteration=3, config=UpdateConfig())
 
-    accelerate launch --num_processes 8 -m swerl.cli train update ...   # data parallel
     swerl train update --policy ... --trajectories ... --iteration 3     # one process, CPU or GPU
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m swerl.cli train update ...
+    accelerate launch --config_file configs/accelerate/fsdp.yaml -m swerl.cli train update --bf16 ...
 
 What it does, top to bottom:
 1. read the trajectories of `iteration` from one `trajectories` version and refuse the unusable
@@ -40,7 +41,7 @@ Scale, through accelerate (the same code on one process, many, or many machines)
   RFT, not here. accelerate enables FSDP only for GPU processes; on CPU processes the update
   shards when `ACCELERATE_USE_FSDP=true` is set, the variable `accelerate launch` sets (the
   two-process CPU test runs that way).
-- DeepSpeed ZeRO is refused (deepspeed is not a dependency; RFT runs under it).
+- DeepSpeed ZeRO is refused (deepspeed is not a dependency; RFT is written for it).
 
 Precision: float32 by default. `bf16=True` is mixed precision: bfloat16 forward (one process /
 data parallel: `torch.autocast`; FSDP: `MixedPrecisionPolicy(param_dtype=bf16,
@@ -56,6 +57,7 @@ The last minibatch of an epoch may be smaller than `batch_size` (it is kept, not
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -76,6 +78,7 @@ from swerl.train.checkpoint import (
     read_optimizer_state,
     resolve_model,
     save_model,
+    save_optimizer_state,
 )
 from swerl.train.dapo import group_advantages, nonzero_advantage_mask, policy_loss, sampler_gap
 from swerl.train.metrics import write_train_metrics
@@ -292,27 +295,42 @@ def update_policy(
         optimizer.zero_grad(set_to_none=True)
         rows.append(_metrics_row(step, totals, grad_norm, config.lr, len(mb), dropped, gap))
 
-    # ---- publish: gather (FSDP), main process writes, every process learns the version id -----
-    weights, optimizer_state = _full_state(lm, optimizer, sharded)
+    # ---- publish: main process writes, every process gathers (FSDP) and learns the version id
+    info = {
+        **model_info(tokenizer, ref),
+        "iteration": iteration,
+        "kept_samples": len(samples),
+        "trajectory_ids_sha256": _ids_sha256([s.trajectory_id for s in samples]),
+        "dropped_samples": dropped,
+        "steps": len(rows),
+        "processes": acc.num_processes,
+        "sharded": sharded,
+        "sampler_gap": gap,
+        # on-policy check for the reader: normally exactly the parent
+        "sampled_by": sorted({v for v in table["policy_version"].to_pylist() if v}),
+    }
     result: list[Any] = [None]
-    if acc.is_main_process:
-        info = {
-            **model_info(tokenizer, ref),
-            "iteration": iteration,
-            "kept_samples": len(samples),
-            "trajectory_ids_sha256": _ids_sha256([s.trajectory_id for s in samples]),
-            "dropped_samples": dropped,
-            "steps": len(rows),
-            "processes": acc.num_processes,
-            "sharded": sharded,
-            "sampler_gap": gap,
-            # on-policy check for the reader: normally exactly the parent
-            "sampled_by": sorted({v for v in table["policy_version"].to_pylist() if v}),
-        }
-        with lake.directory(
-            "models", stage=STAGE, parameters=parameters, inputs=inputs, name=name, info=info
-        ) as w:
-            save_model(w.path, lm, tokenizer, optimizer_state, state_dict=weights)
+    with contextlib.ExitStack() as stack:
+        main = acc.is_main_process
+        if main:
+            w = stack.enter_context(
+                lake.directory(
+                    "models",
+                    stage=STAGE,
+                    parameters=parameters,
+                    inputs=inputs,
+                    name=name,
+                    info=info,
+                )
+            )
+        # one full state on process 0's CPU at a time: the weights, then the AdamW state
+        weights = _gather_weights(lm, sharded)
+        if main:
+            save_model(w.path, lm, tokenizer, state_dict=weights)
+        del weights
+        optimizer_state = _gather_optimizer_state(lm, optimizer)
+        if main:
+            save_optimizer_state(w.path, optimizer_state)
             ids = "".join(f"{s.trajectory_id}\n" for s in samples)  # exactly what it trained on
             (w.path / "trajectory_ids.txt").write_text(ids)
             for row in rows:
@@ -321,7 +339,8 @@ def update_policy(
             w.info["train_metrics"] = write_train_metrics(
                 lake, rows, stage=STAGE, inputs={**inputs, "models": w.version}
             )
-        result = [w.version]
+            result = [w.version]
+        del optimizer_state
     if acc.num_processes > 1:
         broadcast_object_list(result, from_process=0)
     return lake.resolve("models", result[0])
@@ -417,18 +436,25 @@ def _load_sharded(ref, config: UpdateConfig, acc: Accelerator):
     return net, tokenizer
 
 
-def _full_state(lm, optimizer, sharded: bool) -> tuple[dict | None, dict]:
-    """(full weights or None, full named optimizer state), on the CPU, for process 0 to save;
-    under FSDP every process takes part in the gathers and the others get empty dicts."""
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        get_model_state_dict,
-        get_optimizer_state_dict,
+def _gather_weights(lm, sharded: bool) -> dict[str, Tensor] | None:
+    """FSDP: the full weights on process 0's CPU (every process takes part; the others get {}).
+    Unsharded: None, the model saves itself."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    if not sharded:
+        return None
+    return get_model_state_dict(
+        lm, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
 
+
+def _gather_optimizer_state(lm, optimizer) -> dict[str, Any]:
+    """The full optimizer state keyed by parameter name, on process 0's CPU (`optimizer.pt`'s
+    format, `train/checkpoint.py`); every process takes part, the others get {}."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    weights = get_model_state_dict(lm, options=options) if sharded else None
-    return weights, get_optimizer_state_dict(lm, optimizer, options=options)
+    return get_optimizer_state_dict(lm, optimizer, options=options)
 
 
 def _full_float(norm: Tensor) -> float:

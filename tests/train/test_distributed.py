@@ -213,3 +213,24 @@ def test_accelerate_configs_load(name):
         == {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed": "DEEPSPEED"}[name]
     )
     assert config.num_processes >= 1 and config.mixed_precision == "bf16"
+
+
+def test_fsdp_config_launches_fsdp2(monkeypatch):
+    """What `accelerate launch --config_file configs/accelerate/fsdp.yaml` exports gives an FSDP2
+    plugin wrapping Qwen2 decoder layers (the launch itself needs GPUs)."""
+    from accelerate import FullyShardedDataParallelPlugin
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    root = Path(__file__).resolve().parents[2]
+    args = launch_command_parser().parse_args(
+        ["--config_file", str(root / "configs" / "accelerate" / "fsdp.yaml"), "train.py"]
+    )
+    args, _, _ = _validate_launch_command(args)
+    env = prepare_multi_gpu_env(args)
+    assert env["ACCELERATE_USE_FSDP"] == "true"  # what update_policy shards on
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    plugin = FullyShardedDataParallelPlugin()
+    assert plugin.fsdp_version == 2
+    assert plugin.transformer_cls_names_to_wrap == ["Qwen2DecoderLayer"]
