@@ -632,21 +632,22 @@ def make_generator(
             raise ValueError("generator openai-chat needs server_url (the endpoint's base URL)")
         key = os.environ.get(API_KEY_ENV)
         return OpenAIChatGenerator(server_url, model=str(model), api_key=key), None
-    chat = chat_format(Path(model))
+    model_dir = Path(model)
+    chat = chat_format(model_dir)
     if kind == "hf":
         from swerl.inference.hf import HFGenerator
 
-        return HFGenerator(model, device=device, seed=seed), chat
+        return HFGenerator(model_dir, device=device, seed=seed), chat
     if kind == "vllm":
         from swerl.inference.vllm import VLLMGenerator
 
-        return VLLMGenerator(model, seed=seed), chat
+        return VLLMGenerator(model_dir, seed=seed), chat
     if kind == "vllm-server":
         from swerl.inference.vllm_server import VLLMServerGenerator
 
         if not server_url:
             raise ValueError("generator vllm-server needs server_url")
-        return VLLMServerGenerator(server_url, model=str(model)), chat
+        return VLLMServerGenerator(server_url, model=str(model_dir)), chat
     raise ValueError(f"unknown generator {kind!r}: use hf, vllm, vllm-server or openai-chat")
 
 
