@@ -137,6 +137,8 @@ class UpdateConfig:
     """The sampler's temperature; logits are divided by it so pi matches what was sampled."""
     bf16: bool = False
     """bfloat16 mixed precision: bf16 forward, float32 weights, AdamW state and log-probs."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in backward (long trajectories; memory only)."""
     seed: int = 0
     """Seed of the minibatch shuffle (mixed with the iteration)."""
 
@@ -234,6 +236,7 @@ def update_policy(
         net, tokenizer = _load_sharded(ref, config, acc)
     else:
         model, tokenizer = load_model(ref)
+        _checkpoint_layers(model, config)
         net = LogprobModel(model.to(acc.device))
     lm = net.lm
     check_token_ids(lake, tokenizer, lm.get_output_embeddings().weight.shape[0], table, source)
@@ -407,6 +410,7 @@ def _load_sharded(ref, config: UpdateConfig, acc: Accelerator):
         model.tie_weights()  # .to() untied the shared embedding / head weight
     else:
         model, tokenizer = load_model(ref, weights=False)
+    _checkpoint_layers(model, config)  # before sharding: FSDP's hooks stay outside the recompute
     layer_classes = set(model._no_split_modules or ())
     layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
     if not layers:
@@ -434,6 +438,13 @@ def _load_sharded(ref, config: UpdateConfig, acc: Accelerator):
             b.copy_(buffers[n])
         dist.broadcast(b, src=0)
     return net, tokenizer
+
+
+def _checkpoint_layers(model, config: UpdateConfig) -> None:
+    if config.gradient_checkpointing:
+        # non-reentrant: works with inputs that need no grad and with FSDP2 (transformers
+        # checkpoints each layer's `forward`, so the FSDP hooks on `__call__` run once)
+        model.activation_checkpointing_enable({"use_reentrant": False})
 
 
 def _gather_weights(lm, sharded: bool) -> dict[str, Tensor] | None:

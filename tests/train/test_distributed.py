@@ -93,7 +93,8 @@ config["betas"] = tuple(config["betas"])
 config = UpdateConfig(**config)
 first = update_policy(Lake(root), model, trajectories, 0, config)
 second = update_policy(Lake(root), first.version, trajectories, 1, config)  # optimizer continued
-bf16 = update_policy(Lake(root), model, trajectories, 0, replace(config, bf16=True))
+bf16 = replace(config, bf16=True, gradient_checkpointing=True)
+bf16 = update_policy(Lake(root), model, trajectories, 0, bf16)
 print("VERSIONS", first.version, second.version, bf16.version, flush=True)
 """
 
@@ -102,7 +103,7 @@ def test_fsdp_two_processes_match_one(tmp_path):
     """FSDP2 over two CPU processes (ACCELERATE_USE_FSDP=true, as `accelerate launch` sets it):
     sharded load from process 0, uneven shares with filler passes, summed gradients, gathered
     save, and a second round that continues the gathered optimizer state; plus a bf16 round
-    (MixedPrecisionPolicy) close to the float32 one."""
+    (MixedPrecisionPolicy) with gradient checkpointing, close to the float32 one."""
     import json
     import os
 
@@ -159,7 +160,11 @@ def test_fsdp_two_processes_match_one(tmp_path):
 
     ma = one.read("train_metrics", single[0].manifest["info"]["train_metrics"]).to_pylist()
     mb = two.read("train_metrics", bf16.manifest["info"]["train_metrics"]).to_pylist()
-    assert bf16.manifest["parameters"]["bf16"] and bf16.manifest["info"]["sharded"]
+    assert bf16.manifest["info"]["sharded"]
+    assert (
+        bf16.manifest["parameters"]["bf16"]
+        and bf16.manifest["parameters"]["gradient_checkpointing"]
+    )
     for ra, rb in zip(ma, mb, strict=True):
         assert rb["loss"] == pytest.approx(ra["loss"], abs=2e-3)
         assert rb["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-2)

@@ -187,6 +187,30 @@ def test_micro_batches_do_not_change_the_step(tiny, tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=2e-6, rtol=0)
 
 
+def test_gradient_checkpointing_does_not_change_the_step(tiny, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    tv = write_trajectories(lake, trajectory_rows(tiny, MIXED))
+    plain = update_policy(lake, str(tiny), tv, 0, CONFIG)
+    recomputed = update_policy(lake, str(tiny), tv, 0, replace(CONFIG, gradient_checkpointing=True))
+    a = AutoModelForCausalLM.from_pretrained(plain.path).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(recomputed.path).state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    # and the option does recompute: far fewer activations are kept for backward
+    from swerl.train.update import _checkpoint_layers
+
+    ids = torch.tensor([trajectory_rows(tiny, {"a": [1.0]})[0]["token_ids"]])
+    kept = {False: [], True: []}
+    for on, sizes in kept.items():
+        model = AutoModelForCausalLM.from_pretrained(tiny).train()
+        _checkpoint_layers(model, replace(CONFIG, gradient_checkpointing=on))
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda t, sizes=sizes: sizes.append(t.numel()) or t, lambda t: t
+        ):
+            sequence_logprobs(model, ids)
+    assert sum(kept[True]) < sum(kept[False]) / 3
+
+
 def _nothing_published(lake: Lake) -> bool:
     return not lake.versions("models") and not lake.versions("train_metrics")
 
