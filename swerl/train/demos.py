@@ -293,27 +293,12 @@ def play_demo(
     return one_episode(
         task,
         sample,
-        _ReplayEpisodes(replay),
+        replay,
         chat,
         config,
         policy_version,
         prompts or config.prompts(),
     )
-
-
-class _ReplayEpisodes:
-    """The slice of `BatchingGenerator` an episode uses, for one scripted episode."""
-
-    def __init__(self, replay: ReplayGenerator):
-        self.replay = replay
-        self.name = replay.name
-        self.has_logprobs = False
-        self.complete = replay.complete
-
-    def episode(self):
-        import contextlib
-
-        return contextlib.nullcontext()
 
 
 def build_demos(
