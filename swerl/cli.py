@@ -607,6 +607,10 @@ def train_update_command(
     ] = None,
     chunk_size: Annotated[int, typer.Option(help="Tokens per LM-head chunk.")] = 1024,
     temperature: Annotated[float, typer.Option(help="The sampler's temperature.")] = 1.0,
+    bf16: Annotated[
+        bool, typer.Option(help="bfloat16 mixed precision (float32 weights and AdamW state).")
+    ] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the minibatch shuffle.")] = 0,
     name: Annotated[str | None, typer.Option(help="Name of the new models version.")] = None,
 ) -> None:
@@ -626,6 +630,8 @@ def train_update_command(
             tis_cap=tis_cap,
             chunk_size=chunk_size,
             temperature=temperature,
+            bf16=bf16,
+            gradient_checkpointing=gradient_checkpointing,
             seed=seed,
         )
         version = update_policy(lake(), policy, trajectories, iteration, config, name=name)
