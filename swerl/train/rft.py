@@ -309,8 +309,9 @@ def train_rft(
                 (w.path / "trajectory_ids.txt").write_text("\n".join(data.trajectory_ids) + "\n")
                 for row in metrics:
                     row.update(model_version=w.version, stage=STAGE)
+                # "models" = this version (its id makes the fingerprint unique), not the parent
                 w.info["train_metrics"] = write_train_metrics(
-                    lake, metrics, stage=STAGE, inputs={"models": w.version, **inputs}
+                    lake, metrics, stage=STAGE, inputs={**inputs, "models": w.version}
                 )
             state.wait_for_everyone()
         result = [w.version if state.is_main_process else None]

@@ -121,6 +121,18 @@ def test_rft_lowers_the_loss_and_writes_a_loadable_version(tiny, rows, tmp_path)
     assert metrics[-1]["lr"] < metrics[0]["lr"]  # cosine decay
     # the same inputs again: the existing version, no training
     assert train_rft(lake, str(tiny), [tv], CONFIG, turns_version=turns).version == version.version
+    # another setting from the same parent: a new model and its own metrics version, naming it
+    other = train_rft(
+        lake, str(tiny), [tv], replace(CONFIG, lr=1e-3, epochs=1), turns_version=turns
+    )
+    assert other.version != version.version
+    other_metrics = other.manifest["info"]["train_metrics"]
+    assert other_metrics != m["info"]["train_metrics"]
+    assert (
+        lake.resolve("train_metrics", other_metrics).manifest["inputs"]["models"] == other.version
+    )
+    rows2 = lake.read("train_metrics", other_metrics).to_pylist()
+    assert len(rows2) == 2 and all(r["model_version"] == other.version for r in rows2)
 
 
 def test_config_checks():
