@@ -46,7 +46,15 @@ ROLLOUT_PASSTHROUGH = (
     "server_url",
     "device",
 )
-UPDATE_PASSTHROUGH = ("eps_low", "lr", "micro_batch_size", "tis_cap", "scale_by_std")
+UPDATE_PASSTHROUGH = (
+    "eps_low",
+    "lr",
+    "micro_batch_size",
+    "tis_cap",
+    "scale_by_std",
+    "bf16",
+    "gradient_checkpointing",
+)
 
 
 def dapo_stages(s: dict[str, Any]) -> DapoStages:
@@ -118,6 +126,8 @@ def dapo(
     micro_batch_size: int | None = None,
     tis_cap: float | None = None,
     scale_by_std: bool | None = None,
+    bf16: bool | None = None,
+    gradient_checkpointing: bool | None = None,
     seed: int | None = None,
     force: bool = False,
     data: str | None = None,

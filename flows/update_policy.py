@@ -36,6 +36,8 @@ def update_policy(
     tis_cap: float | None = None,
     chunk_size: int | None = None,
     temperature: float | None = None,
+    bf16: bool | None = None,
+    gradient_checkpointing: bool | None = None,
     seed: int | None = None,
     name: str | None = None,
     force: bool = False,
