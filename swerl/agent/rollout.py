@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
-import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -37,6 +35,7 @@ from swerl.agent.episode import (
     run_text_episode,
     score_episode,
 )
+from swerl.agent.store import EpisodeStore
 from swerl.inference.base import Generator
 from swerl.inference.batching import BatchingGenerator
 from swerl.inference.openai_chat import API_KEY_ENV, LogprobsRequired, OpenAIChatGenerator
@@ -515,9 +514,9 @@ def rollout(
         raise ValueError(f"shard must be in [0, {shards}), got {shard}")
     if config.backend == "docker":
         check_images(task_list)
-    work = lake.work_dir("rollout", fp)
-    finished = _load_finished(work)
-    skip = {key for key in finished}
+    store = EpisodeStore(lake.work_dir("rollout", fp))
+    finished = store.keys()
+    skip = set(finished)
     if shard is not None:  # the other shards' episodes are not this call's to run
         keys = [(t.instance_id, s) for t in task_list for s in range(config.samples)]
         skip |= {key for i, key in enumerate(keys) if i % shards != shard}
@@ -525,7 +524,7 @@ def rollout(
     count = [len(skip)]
 
     def save(rows: EpisodeRows) -> None:
-        _save_episode(work, rows)
+        store.save(rows.key, rows)
         count[0] += 1
         if progress is not None:
             progress(count[0], total)
@@ -558,7 +557,7 @@ def rollout(
             batching.close()
     if shard is not None:
         return RolloutOutput(None, None, False, len(finished))
-    episodes = _load_finished(work)
+    episodes = store.load_all()
     order = {(t.instance_id, s): i for i, t in enumerate(task_list) for s in range(config.samples)}
     rows = sorted(episodes.values(), key=lambda r: order[r.key])
     with lake.writer(
@@ -570,7 +569,7 @@ def rollout(
             "turns", stage="rollout", parameters=parameters, inputs=inputs, info=info
         ) as uw:
             uw.write([turn for r in rows for turn in r.turns])
-    shutil.rmtree(work, ignore_errors=True)
+    store.clear()
     return RolloutOutput(tw.version, uw.version, False, len(skip))
 
 
@@ -649,20 +648,3 @@ def make_generator(
             raise ValueError("generator vllm-server needs server_url")
         return VLLMServerGenerator(server_url, model=str(model_dir)), chat
     raise ValueError(f"unknown generator {kind!r}: use hf, vllm, vllm-server or openai-chat")
-
-
-def _save_episode(work: Path, rows: EpisodeRows) -> None:
-    """One file per finished episode, written whole then renamed (a kill leaves no half file)."""
-    instance, sample = rows.key
-    target = work / f"{instance}.{sample}.pkl"
-    tmp = target.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(rows))
-    os.replace(tmp, target)
-
-
-def _load_finished(work: Path) -> dict[tuple[str, int], EpisodeRows]:
-    out = {}
-    for f in sorted(work.glob("*.pkl")):
-        rows = pickle.loads(f.read_bytes())
-        out[rows.key] = rows
-    return out

@@ -29,8 +29,6 @@ folder and skipped by the next run with the same fingerprint.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from typing import Any
 
 from swerl.agent.episode import EpisodeConfig
 from swerl.agent.rollout import EpisodeRows, RolloutConfig, make_generator, run_rollouts
+from swerl.agent.store import EpisodeStore
 from swerl.evaluation.summary import summarize
 from swerl.inference.base import Generator
 from swerl.inference.batching import BatchingGenerator
@@ -185,13 +184,13 @@ def evaluate(
             reused=True,
         )
 
-    work = lake.work_dir(STAGE, fp)
-    skip = set(_load_finished(work))
+    store = EpisodeStore(lake.work_dir(STAGE, fp))  # finished attempts: their `evals` rows
+    skip = store.keys()
     total = len(task_list) * attempts
     count = [len(skip)]
 
     def save(episode_rows: EpisodeRows) -> None:
-        _save_attempt(work, eval_row(episode_rows, model_id))
+        store.save(episode_rows.key, eval_row(episode_rows, model_id))
         count[0] += 1
         if progress is not None:
             progress(count[0], total)
@@ -230,7 +229,7 @@ def evaluate(
         finally:
             batching.close()
 
-    finished = _load_finished(work)
+    finished = store.load_all()
     rows = [finished[(t.instance_id, a)] for t in task_list for a in range(attempts)]
     summary = summarize(rows)
     model_name = model if ref is None else model_name_of(ref.version, ref.manifest, ref.path)
@@ -240,7 +239,7 @@ def evaluate(
         w.write(rows)
         write_predictions(w.staging / PREDICTIONS_DIR, rows, model_name)
         w.info.update(summary=summary, predictions=PREDICTIONS_DIR, model_name=model_name)
-    shutil.rmtree(work, ignore_errors=True)
+    store.clear()
     version = lake.resolve("evals", w.version)
     return EvalOutput(w.version, summary, version.path / PREDICTIONS_DIR, False, len(skip))
 
@@ -285,20 +284,3 @@ def write_predictions(folder: Path, rows: list[dict[str, Any]], model_name: str)
         path.write_text("".join(line + "\n" for line in lines))
         paths.append(path)
     return paths
-
-
-def _save_attempt(work: Path, row: dict[str, Any]) -> None:
-    """One JSON file per finished attempt, written whole then renamed (a kill leaves no half
-    file). Same scheme as the rollout stage's work folder."""
-    target = work / f"{row['instance_id']}.{row['attempt']}.json"
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(row))
-    os.replace(tmp, target)
-
-
-def _load_finished(work: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    out = {}
-    for f in sorted(work.glob("*.json")):
-        row = json.loads(f.read_text())
-        out[(row["instance_id"], row["attempt"])] = row
-    return out

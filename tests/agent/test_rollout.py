@@ -178,3 +178,28 @@ def test_a_missing_docker_image_fails_the_stage_before_any_episode(lake, model_d
     unbuilt = dataclasses.replace(task, instance_id="toy__never-built-0")
     with pytest.raises(SandboxError, match="1 of 1 tasks have no docker image"):
         check_images([unbuilt])
+
+
+def test_episode_store_saves_whole_files_and_finds_them_again(tmp_path):
+    from swerl.agent.store import EpisodeStore
+
+    store = EpisodeStore(tmp_path / "work")
+    (tmp_path / "work").mkdir()
+    assert store.keys() == set() and store.load_all() == {}
+    store.save(("owner__repo.v2-7", 0), {"reward": 1.0})  # a dot in the id: still one key
+    store.save(("owner__repo.v2-7", 11), {"reward": 0.0})
+    store.save(("other-1", 3), [1, 2])
+    store.save(("other-1", 3), [3])  # saved again: replaced
+    # a writer killed between write and rename leaves only a temporary file: not an episode
+    (tmp_path / "work" / "other-2.0.pkl.123.tmp").write_bytes(b"half")
+    assert store.keys() == {("owner__repo.v2-7", 0), ("owner__repo.v2-7", 11), ("other-1", 3)}
+    assert store.load_all() == {
+        ("other-1", 3): [3],
+        ("owner__repo.v2-7", 0): {"reward": 1.0},
+        ("owner__repo.v2-7", 11): {"reward": 0.0},
+    }
+    assert EpisodeStore(tmp_path / "work").keys() == store.keys()  # a new process sees them
+    with pytest.raises(ValueError, match="'a/b' cannot name a file"):
+        store.save(("a/b", 0), 1)
+    store.clear()
+    assert not (tmp_path / "work").exists()
