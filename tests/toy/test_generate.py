@@ -127,3 +127,20 @@ def test_eval_shares_no_surface_name_with_train(tasks):
     assert shared <= SCAFFOLD, sorted(shared - SCAFFOLD)
     # test function names are `test_<function>[_reported_case]`: their functions differ too
     assert not {n for n in train & evals if n.startswith("test_")}
+
+
+def test_eval_tasks_from_the_train_names_are_new_tasks_with_their_own_ids(tasks):
+    train = [t for t in tasks if t.split == "train"]
+    shared = toy_tasks(seed=0, n_train=0, n_eval=16, eval_names="train")
+    assert all(t.split == "eval" and t.meta["names"] == "train" for t in shared)
+    assert all(t.instance_id == f"toy__{t.package}-eval{t.meta['index']}" for t in shared)
+    assert not {t.instance_id for t in shared} & {t.instance_id for t in train}
+    # the names come from the train pool, the tasks are new (no repository equals a train one)
+    assert all(t.package in POOLS["train"].packages for t in shared)
+    assert not {tuple(sorted(t.files.items())) for t in shared} & {
+        tuple(sorted(t.files.items())) for t in train
+    }
+    # the default eval split is unchanged by the option's existence
+    assert [t.meta["names"] for t in tasks if t.split == "eval"] == ["eval"] * 16
+    with pytest.raises(ValueError, match="unknown split 'test'"):
+        generate_task(0, "eval", 0, names="test")

@@ -33,30 +33,41 @@ __all__ = [
 STAGE = "toy_build"
 
 
-def toy_tasks(seed: int, n_train: int, n_eval: int) -> list[ToyTask]:
-    """The generated tasks (tests not yet run): train first, then eval."""
+def toy_tasks(seed: int, n_train: int, n_eval: int, eval_names: str = "eval") -> list[ToyTask]:
+    """The generated tasks (tests not yet run): train first, then eval. `eval_names`: the name
+    pool of the eval tasks (`eval`: names no train task uses; `train`: held-out tasks made of
+    the train split's names, see `generate_task`)."""
     if n_train < 0 or n_eval < 0:
         raise ValueError(f"task counts must be >= 0, got train={n_train} eval={n_eval}")
     return [generate_task(seed, "train", i) for i in range(n_train)] + [
-        generate_task(seed, "eval", i) for i in range(n_eval)
+        generate_task(seed, "eval", i, names=eval_names) for i in range(n_eval)
     ]
 
 
-def build_toy_suite(seed: int = 0, n_train: int = 48, n_eval: int = 16) -> list[dict[str, Any]]:
+def build_toy_suite(
+    seed: int = 0, n_train: int = 48, n_eval: int = 16, eval_names: str = "eval"
+) -> list[dict[str, Any]]:
     """`tasks` rows of the suite, tests run; the same arguments give byte-identical rows."""
-    return task_rows(toy_tasks(seed, n_train, n_eval), seed)
+    return task_rows(toy_tasks(seed, n_train, n_eval, eval_names), seed)
 
 
 def publish_toy_suite(
-    lake: Lake, seed: int = 0, n_train: int = 48, n_eval: int = 16, name: str = "toy-swe"
+    lake: Lake,
+    seed: int = 0,
+    n_train: int = 48,
+    n_eval: int = 16,
+    name: str = "toy-swe",
+    eval_names: str = "eval",
 ) -> str:
     """Build the suite and publish it as a `tasks` version named `name`; returns the version id.
     A version built with the same arguments and code already in the lake is returned as is."""
-    parameters = {"seed": seed, "train": n_train, "eval": n_eval}
+    parameters: dict[str, Any] = {"seed": seed, "train": n_train, "eval": n_eval}
+    if eval_names != "eval":
+        parameters["eval_names"] = eval_names
     existing = lake.find(
         "tasks", lake.fingerprint("tasks", stage=STAGE, parameters=parameters, name=name)
     )
     if existing is not None:
         return existing.version
-    rows = build_toy_suite(seed, n_train, n_eval)
+    rows = build_toy_suite(seed, n_train, n_eval, eval_names)
     return lake.write("tasks", rows, stage=STAGE, parameters=parameters, name=name)

@@ -175,12 +175,21 @@ def unified_diff(path: str, old: str, new: str) -> str:
     return f"diff --git a/{path} b/{path}\n" + "".join(lines)
 
 
-def generate_task(seed: int, split: str, index: int) -> ToyTask:
-    """The task number `index` of `split` for `seed` (pure: no files, no subprocesses)."""
-    if split not in POOLS:
-        raise ValueError(f"unknown split {split!r}; known: {', '.join(POOLS)}")
+def generate_task(seed: int, split: str, index: int, names: str | None = None) -> ToyTask:
+    """The task number `index` of `split` for `seed` (pure: no files, no subprocesses).
+
+    `names`: the split whose name pool the task draws from (default: its own). An eval task
+    drawn from the train pool is still a task no train task equals (its own random stream), but
+    a model can answer it with names it has seen: the learning benchmark's setting for models
+    with no pretraining, which cannot copy names they never saw (README, learning benchmark).
+    Its id carries the split (`toy__<package>-eval<index>`) so it never collides with a train
+    task's id."""
+    pool_name = names or split
+    for value in (split, pool_name):
+        if value not in POOLS:
+            raise ValueError(f"unknown split {value!r}; known: {', '.join(POOLS)}")
     rng = random.Random(f"toy-swe:{seed}:{split}:{index}")
-    pool = POOLS[split]
+    pool = POOLS[pool_name]
     family = FAMILIES[index % len(FAMILIES)]
     difficulty = DIFFICULTIES[(index // len(FAMILIES)) % len(DIFFICULTIES)]
     package = rng.choice(pool.packages)
@@ -271,6 +280,7 @@ def generate_task(seed: int, split: str, index: int) -> ToyTask:
     bug_path = f"{package}/{bug_module}.py"
     meta = {
         "split": split,
+        "names": pool_name,
         "index": index,
         "family": family,
         "difficulty": difficulty,
@@ -282,7 +292,9 @@ def generate_task(seed: int, split: str, index: int) -> ToyTask:
         "issue_function": named.name,
     }
     return ToyTask(
-        instance_id=f"toy__{package}-{index}",
+        instance_id=f"toy__{package}-{index}"
+        if pool_name == split
+        else f"toy__{package}-{split}{index}",
         package=package,
         split=split,
         files=dict(sorted(base.items())),
