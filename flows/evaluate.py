@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from swerl.config import rollout_config
+from swerl.config import evaluate_config
 from swerl.evaluation.evaluate import evaluate as evaluate_lib
 from swerl.lake import Lake
 from swerl.sandbox import resolve_backend
@@ -42,6 +42,7 @@ def evaluate(
     turn_penalty_threshold: int | None = None,
     command_timeout: float | None = None,
     grading_timeout: float | None = None,
+    prompts_dir: str | None = None,
     generator: str | None = None,
     server_url: str | None = None,
     device: str | None = None,
@@ -59,7 +60,6 @@ def evaluate(
     if not s.get("model"):
         raise ValueError("evaluate: no `model` given (a models version or name, or a directory)")
     backend = resolve_backend(s.get("backend", "auto"))
-    rc = rollout_config({**s, "backend": backend}, stage="eval")
     out = evaluate_lib(
         lake,
         model=s["model"],
@@ -67,12 +67,7 @@ def evaluate(
         split=s.get("split"),
         limit=s.get("limit"),
         attempts=s.get("attempts", 10),
-        episode=rc.episode,
-        backend=backend,
-        max_live_sandboxes=rc.max_live_sandboxes,
-        grade_unsubmitted=rc.grade_unsubmitted,
-        turn_penalty_threshold=rc.turn_penalty_threshold,
-        grading_timeout=rc.grading_timeout,
+        **evaluate_config({**s, "backend": backend}),
         generator=s.get("generator", "hf"),
         server_url=s.get("server_url"),
         device=s.get("device", "cpu"),

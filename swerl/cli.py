@@ -684,6 +684,13 @@ def rollout_command(
     demonstration: Annotated[
         bool, typer.Option(help="Put the one-shot demonstration in the system prompt (RFT).")
     ] = False,
+    prompts_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Prompt files (system.md, instance.md, demonstration.md): a folder under "
+            "configs/prompts (e.g. tiny) or an absolute path. Default: configs/prompts."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     force: Annotated[bool, typer.Option(help="Run again even if this exact run exists.")] = False,
 ) -> None:
@@ -693,28 +700,26 @@ def rollout_command(
     resumes where it stopped. An identical finished run is reused unless --force."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from swerl.agent.episode import EpisodeConfig
-    from swerl.agent.rollout import RolloutConfig, rollout
-    from swerl.agent.tools import ToolConfig
+    from swerl.agent.rollout import rollout
+    from swerl.config import rollout_config
     from swerl.sandbox import SandboxError, resolve_backend
     from swerl.train.checkpoint import CheckpointError
 
     try:
-        config = RolloutConfig(
+        settings = dict(
             samples=samples,
-            stage=stage,
-            iteration=iteration,
             backend=resolve_backend(backend),
             max_live_sandboxes=max_live_sandboxes,
             grade_unsubmitted=grade_unsubmitted,
             turn_penalty_threshold=turn_penalty_threshold,
-            demonstration=demonstration,
-            episode=EpisodeConfig(
-                max_turns=max_turns,
-                max_context_tokens=max_context_tokens,
-                max_turn_tokens=max_turn_tokens,
-                tools=ToolConfig(command_timeout=command_timeout),
-            ),
+            max_turns=max_turns,
+            max_context_tokens=max_context_tokens,
+            max_new_tokens=max_turn_tokens,
+            command_timeout=command_timeout,
+            prompts_dir=prompts_dir,
+        )
+        config = rollout_config(
+            settings, stage=stage, iteration=iteration, demonstration=demonstration
         )
         with Progress(
             "[progress.description]{task.description}",
@@ -791,24 +796,36 @@ def evaluate_command(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (1.0 is off).")] = 1.0,
     max_live_sandboxes: Annotated[int, typer.Option(help="Attempts in flight at once.")] = 8,
     turn_penalty_threshold: Annotated[int, typer.Option(help="L_thr of the reward.")] = 10,
+    prompts_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Prompt files (system.md, instance.md, demonstration.md): a folder under "
+            "configs/prompts (e.g. tiny) or an absolute path. Default: configs/prompts."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     name: Annotated[str | None, typer.Option(help="Name of the new evals version.")] = None,
     force: Annotated[bool, typer.Option(help="A new version even if this one exists.")] = False,
 ) -> None:
     """n attempts per task -> an `evals` version, its summary, SWE-bench predictions files."""
-    from swerl.agent.episode import EpisodeConfig
+    from swerl.config import evaluate_config
     from swerl.evaluation.evaluate import evaluate
-    from swerl.inference.base import SamplingParams
     from swerl.sandbox import resolve_backend
     from swerl.train.checkpoint import CheckpointError
 
     try:
-        episode = EpisodeConfig(
+        settings = dict(
             max_turns=max_turns,
             max_context_tokens=max_context_tokens,
-            max_turn_tokens=max_new_tokens,
-            sampling=SamplingParams(temperature=temperature, top_p=top_p),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            backend=resolve_backend(backend),
+            max_live_sandboxes=max_live_sandboxes,
+            turn_penalty_threshold=turn_penalty_threshold,
+            prompts_dir=prompts_dir,
         )
+        episode_args = evaluate_config(settings)
         with console.status("evaluating") as status:
             out = evaluate(
                 lake(),
@@ -817,10 +834,7 @@ def evaluate_command(
                 split=split,
                 limit=limit,
                 attempts=attempts,
-                episode=episode,
-                backend=resolve_backend(backend),
-                max_live_sandboxes=max_live_sandboxes,
-                turn_penalty_threshold=turn_penalty_threshold,
+                **episode_args,
                 generator=generator,
                 server_url=server_url,
                 device=device,

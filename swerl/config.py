@@ -121,13 +121,16 @@ ROLLOUT_PARAMETERS = (
     "turn_penalty_threshold",
     "command_timeout",
     "grading_timeout",
+    "prompts_dir",
 )
-"""The flat parameters every episode-running stage (collect_rft, rollout, dapo, evaluate) takes."""
+"""The flat parameters every episode-running stage (collect_rft, rollout, dapo, evaluate) takes;
+the `swerl rollout` and `swerl evaluate` commands build their configs from them too."""
 
 
 def rollout_config(settings: Mapping[str, Any], *, stage: str, iteration: int = 0, **fixed: Any):
-    """A `RolloutConfig` from flat settings (names in ROLLOUT_PARAMETERS; absent ones keep the
-    library defaults). `backend` must already be resolved (docker or local)."""
+    """A `RolloutConfig` from flat settings (names in ROLLOUT_PARAMETERS; absent or None ones keep
+    the library defaults), with `fixed` fields set last (e.g. `demonstration=True`). `backend`
+    must already be resolved (docker or local)."""
     from dataclasses import replace
 
     from swerl.agent.episode import EpisodeConfig
@@ -153,11 +156,27 @@ def rollout_config(settings: Mapping[str, Any], *, stage: str, iteration: int = 
         "grade_unsubmitted",
         "turn_penalty_threshold",
         "grading_timeout",
+        "prompts_dir",
     )
     config = RolloutConfig(
         **{k: s[k] for k in top if k in s}, stage=stage, iteration=iteration, episode=episode
     )
     return replace(config, **fixed) if fixed else config
+
+
+EVALUATE_OWN = ("samples", "stage", "iteration", "demonstration")
+"""`RolloutConfig` fields that `evaluate` does not take as such (`attempts` is its `samples`)."""
+
+
+def evaluate_config(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The episode keyword arguments of `swerl.evaluation.evaluate.evaluate` (every
+    `RolloutConfig` field but EVALUATE_OWN, named as the fields) from flat settings, by way of
+    `rollout_config`: the evaluate flow and `swerl evaluate` map their settings like the rollout
+    stages do."""
+    from dataclasses import fields
+
+    config = rollout_config(settings, stage="eval")
+    return {f.name: getattr(config, f.name) for f in fields(config) if f.name not in EVALUATE_OWN}
 
 
 def dataclass_from(cls: type, settings: Mapping[str, Any], **renames: str):

@@ -198,3 +198,92 @@ def test_a_deployment_runs_the_flow_it_is_named_after_with_its_config(deployment
     load_config(deployment["parameters"]["config"])
     assert deployment["work_pool"]["name"] in {"swerl-dev", "swerl-gpu", "swerl-cpu"}
     assert (deployment["work_pool"]["name"] == "swerl-dev") == (deployment["name"] == "dev-tiny")
+
+
+# ---- flat parameters -> RolloutConfig (flows and CLI) ----------------------------------------
+
+EPISODE_STAGES = ("collect_rft", "rollout", "dapo", "evaluate")
+NON_DEFAULT = {  # a value for every flat name, none of them the library default
+    "samples": 3,
+    "max_turns": 7,
+    "max_context_tokens": 1234,
+    "max_new_tokens": 56,
+    "temperature": 0.5,
+    "top_p": 0.9,
+    "backend": "local",
+    "max_live_sandboxes": 2,
+    "grade_unsubmitted": False,
+    "turn_penalty_threshold": 3,
+    "command_timeout": 9.0,
+    "grading_timeout": 99.0,
+    "prompts_dir": "tiny",
+}
+
+
+@pytest.mark.parametrize("stage", EPISODE_STAGES)
+def test_every_episode_stage_takes_every_rollout_parameter(stage):
+    from swerl.config import ROLLOUT_PARAMETERS
+
+    missing = set(ROLLOUT_PARAMETERS) - {"samples"} - set(settings_of(stage))
+    assert not missing, f"flows/{stage}.py lacks {sorted(missing)}"
+
+
+def test_rollout_config_maps_every_flat_name():
+    from swerl.agent.rollout import RolloutConfig
+    from swerl.config import ROLLOUT_PARAMETERS, rollout_config
+
+    assert set(NON_DEFAULT) == set(ROLLOUT_PARAMETERS)
+    c = rollout_config(NON_DEFAULT, stage="rft", iteration=2, demonstration=True)
+    e = c.episode
+    got = {
+        "samples": c.samples,
+        "max_turns": e.max_turns,
+        "max_context_tokens": e.max_context_tokens,
+        "max_new_tokens": e.max_turn_tokens,
+        "temperature": e.sampling.temperature,
+        "top_p": e.sampling.top_p,
+        "backend": c.backend,
+        "max_live_sandboxes": c.max_live_sandboxes,
+        "grade_unsubmitted": c.grade_unsubmitted,
+        "turn_penalty_threshold": c.turn_penalty_threshold,
+        "command_timeout": e.tools.command_timeout,
+        "grading_timeout": c.grading_timeout,
+        "prompts_dir": c.prompts_dir,
+    }
+    assert got == NON_DEFAULT
+    assert (c.stage, c.iteration, c.demonstration) == ("rft", 2, True)
+    # None means "not given": the library defaults
+    assert rollout_config(dict.fromkeys(NON_DEFAULT), stage="dapo") == RolloutConfig()
+
+
+def test_evaluate_config_fits_evaluate_and_carries_every_setting():
+    from swerl.config import evaluate_config, rollout_config
+    from swerl.evaluation.evaluate import evaluate
+
+    args = evaluate_config(NON_DEFAULT)
+    params = inspect.signature(evaluate).parameters
+    assert set(args) <= set(params), "evaluate() lacks a RolloutConfig field"
+    config = rollout_config(NON_DEFAULT, stage="eval")
+    assert args["episode"] == config.episode and args["prompts_dir"] == "tiny"
+    assert {k: args[k] for k in ("backend", "grade_unsubmitted", "grading_timeout")} == {
+        "backend": "local",
+        "grade_unsubmitted": False,
+        "grading_timeout": 99.0,
+    }
+
+
+def test_prompts_dir_relative_is_under_configs_prompts_absolute_as_is(tmp_path):
+    from swerl.agent.rollout import PROMPTS_DIR, RolloutConfig
+
+    assert RolloutConfig().prompts_path() == PROMPTS_DIR == CONFIGS_DIR / "prompts"
+    tiny = RolloutConfig(prompts_dir="tiny")
+    assert tiny.prompts_path() == PROMPTS_DIR / "tiny"
+    assert tiny.prompts().system == (PROMPTS_DIR / "tiny" / "system.md").read_text()
+    (tmp_path / "system.md").write_text("mine")
+    (tmp_path / "instance.md").write_text("{problem_statement}")
+    assert RolloutConfig(prompts_dir=str(tmp_path)).prompts().system == "mine"
+    # a folder without the files fails when the config is built, naming what it looked for
+    with pytest.raises(ValueError, match=r"prompts_dir 'nope': .*/configs/prompts/nope lacks"):
+        RolloutConfig(prompts_dir="nope")
+    with pytest.raises(ValueError, match="lacks demonstration.md"):
+        RolloutConfig(prompts_dir=str(tmp_path), demonstration=True)
