@@ -34,6 +34,7 @@ def collect_rft(
     turn_penalty_threshold: int | None = None,
     command_timeout: float | None = None,
     grading_timeout: float | None = None,
+    prompts_dir: str | None = None,
     generator: str | None = None,
     server_url: str | None = None,
     device: str | None = None,

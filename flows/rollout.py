@@ -151,6 +151,7 @@ def rollout(
     turn_penalty_threshold: int | None = None,
     command_timeout: float | None = None,
     grading_timeout: float | None = None,
+    prompts_dir: str | None = None,
     generator: str | None = None,
     replay: list[str] | None = None,
     server_url: str | None = None,

@@ -87,3 +87,96 @@ def test_installed_entry_point_runs(tmp_path):
     exe = Path(sys.executable).parent / "swerl"
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "sql" in result.stdout and "tasks" in result.stdout
+
+
+# ---- rollout and evaluate: every option reaches the stage's config -----------------------------
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory):
+    """A lake with a 1+1 toy-SWE suite and a tiny random model directory, built by the CLI."""
+    root = tmp_path_factory.mktemp("toy") / "lake"
+    model = root.parent / "tiny"
+    for args in (
+        ["toy", "build", "--train", "1", "--eval", "1", "--name", "toy"],
+        ["models", "tiny", "--out", str(model), "--hidden-size", "32", "--layers", "1"],
+    ):
+        result = swerl(root, *args)
+        assert result.exit_code == 0, result.output
+    return root, model
+
+
+def tiny_prompt(name: str) -> str:
+    from swerl.agent.rollout import PROMPTS_DIR
+
+    return (PROMPTS_DIR / "tiny" / name).read_text()
+
+
+def test_rollout_options_reach_the_config_and_prompts_dir_picks_the_prompts(toy_root):
+    from swerl.lake import Lake
+
+    root, model = toy_root
+    out = swerl(
+        root, "rollout", "--tasks", "toy", "--model", str(model), "--samples", "1",
+        "--limit", "1", "--backend", "local", "--stage", "rft", "--iteration", "3",
+        "--max-live-sandboxes", "1", "--max-turns", "2", "--max-context-tokens", "2048",
+        "--max-turn-tokens", "8", "--command-timeout", "9", "--turn-penalty-threshold", "1",
+        "--no-grade-unsubmitted", "--demonstration", "--prompts-dir", "tiny", "--seed", "1",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    lake = Lake(root)
+    version = lake.versions("trajectories")[-1].version
+    config = lake.manifest("trajectories", version)["parameters"]["config"]
+    episode = config["episode"]
+    assert (config["samples"], config["stage"], config["iteration"]) == (1, "rft", 3)
+    assert (config["backend"], config["max_live_sandboxes"]) == ("local", 1)
+    assert (config["turn_penalty_threshold"], config["grade_unsubmitted"]) == (1, False)
+    assert (config["demonstration"], config["prompts_dir"]) == (True, "tiny")
+    assert (episode["max_turns"], episode["max_context_tokens"]) == (2, 2048)
+    assert (episode["max_turn_tokens"], episode["tools"]["command_timeout"]) == (8, 9.0)
+    (row,) = lake.read("trajectories", version).to_pylist()
+    demonstration = tiny_prompt("demonstration.md")
+    assert (
+        row["messages"][0]["content"] == tiny_prompt("system.md").rstrip() + "\n\n" + demonstration
+    )
+
+
+def test_evaluate_options_reach_the_config_and_prompts_dir_picks_the_prompts(toy_root):
+    from swerl.lake import Lake
+
+    root, model = toy_root
+    out = swerl(
+        root, "evaluate", "--model", str(model), "--tasks", "toy", "--split", "eval",
+        "--attempts", "1", "--backend", "local", "--max-turns", "2",
+        "--max-context-tokens", "2048", "--max-new-tokens", "8", "--temperature", "0.7",
+        "--top-p", "0.9", "--max-live-sandboxes", "1", "--turn-penalty-threshold", "1",
+        "--prompts-dir", "tiny",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    lake = Lake(root)
+    version = lake.versions("evals")[-1].version
+    config = lake.manifest("evals", version)["parameters"]["config"]
+    episode = config["episode"]
+    assert (config["stage"], config["backend"], config["max_live_sandboxes"]) == (
+        "eval",
+        "local",
+        1,
+    )
+    assert (config["turn_penalty_threshold"], config["prompts_dir"]) == (1, "tiny")
+    assert (episode["max_turns"], episode["max_context_tokens"]) == (2, 2048)
+    assert episode["max_turn_tokens"] == 8
+    assert episode["sampling"]["temperature"] == 0.7 and episode["sampling"]["top_p"] == 0.9
+    assert config["prompts_sha256"]  # the prompts' text is part of the fingerprint
+    (row,) = lake.read("evals", version).to_pylist()
+    assert row["messages"][0]["content"] == tiny_prompt("system.md")
+
+
+def test_a_prompts_dir_without_prompts_fails_before_any_work(tmp_path):
+    for command in (
+        ["rollout", "--tasks", "t", "--model", "m"],
+        ["evaluate", "--model", "m"],
+    ):
+        out = swerl(tmp_path / "lake", *command, "--backend", "local", "--prompts-dir", "nope")
+        assert out.exit_code == 1 and "Traceback" not in out.output
+        assert "prompts_dir 'nope'" in out.output and "lacks system.md" in out.output
+        assert not (tmp_path / "lake").exists()

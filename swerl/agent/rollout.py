@@ -105,13 +105,30 @@ class RolloutConfig:
     """Seconds the test run of grading may take."""
     prompts_dir: str | None = None
     """Directory of the prompt files (system.md, instance.md, demonstration.md); None:
-    configs/prompts. Their text (a hash of it) is part of the stage's fingerprint."""
+    configs/prompts. A relative path names a directory under configs/prompts (`tiny`: short
+    prompts for tiny models), not one under the working directory; give an absolute path for
+    prompts elsewhere. Recorded as given; the prompts' text (a hash of it) is part of the
+    stage's fingerprint, so an edited prompt file is a new run."""
+
+    def prompts_path(self) -> Path:
+        """The directory `prompts_dir` names (see there)."""
+        if self.prompts_dir is None:
+            return PROMPTS_DIR
+        return PROMPTS_DIR / self.prompts_dir  # an absolute prompts_dir replaces PROMPTS_DIR
 
     def prompts(self) -> Prompts:
         """The prompts this config names."""
-        return Prompts.load(self.prompts_dir or PROMPTS_DIR, demonstration=self.demonstration)
+        return Prompts.load(self.prompts_path(), demonstration=self.demonstration)
 
     def __post_init__(self) -> None:
+        wanted = ["system.md", "instance.md"] + (["demonstration.md"] if self.demonstration else [])
+        missing = [n for n in wanted if not (self.prompts_path() / n).is_file()]
+        if missing:
+            raise ValueError(
+                f"prompts_dir {self.prompts_dir!r}: {self.prompts_path()} lacks "
+                + ", ".join(missing)
+                + " (a relative prompts_dir is a folder under configs/prompts)"
+            )
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.stage not in ("rft", "dapo", "eval"):
@@ -382,11 +399,13 @@ def _failed_row(
         "turns": 0,
         "termination": "sandbox_error",
         "sampling": json.dumps(asdict(config.episode.sampling)),
-        "config": json.dumps(_config_record(config)),
+        "config": json.dumps(config_record(config)),
     }
 
 
-def _config_record(config: RolloutConfig) -> dict[str, Any]:
+def config_record(config: RolloutConfig) -> dict[str, Any]:
+    """The config as recorded on rows and in the stage's parameters (its fingerprint): its
+    fields and a hash of the prompts' text."""
     record = asdict(config)
     record["episode"]["sampling"] = asdict(config.episode.sampling)
     prompts = config.prompts()
@@ -494,7 +513,7 @@ def rollout(
     elif replay:
         raise ValueError(f"`replay` is for generator replay, not {generator!r}")
     parameters = {
-        "config": _config_record(config),
+        "config": config_record(config),
         "generator": generator,
         "server_url": server_url,
         "seed": seed,

@@ -30,12 +30,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from swerl.agent.episode import EpisodeConfig
-from swerl.agent.rollout import EpisodeRows, RolloutConfig, make_generator, run_rollouts
+from swerl.agent.rollout import (
+    EpisodeRows,
+    RolloutConfig,
+    config_record,
+    make_generator,
+    run_rollouts,
+)
 from swerl.agent.store import EpisodeStore
 from swerl.evaluation.summary import summarize
 from swerl.inference.base import Generator
@@ -134,7 +140,8 @@ def evaluate(
     endpoint's `usage`); the API key is read from `OPENAI_API_KEY` and never stored. A re-run
     with the same model name reuses the version, even if the provider changed the model behind
     it: use `force` or `name` to evaluate it again.
-    `prompts_dir`: the prompt files (`RolloutConfig.prompts_dir`; None: configs/prompts)."""
+    `prompts_dir`: the prompt files (`RolloutConfig.prompts_dir`: None is configs/prompts, a
+    relative path a folder under it, e.g. `tiny`); their text is part of the fingerprint."""
     from swerl.train.checkpoint import resolve_model
 
     if attempts < 1:
@@ -169,7 +176,7 @@ def evaluate(
         "attempts": attempts,
         "split": split,
         "limit": limit,
-        "config": asdict(config),
+        "config": config_record(config),
         "generator": generator if isinstance(generator, str) else generator.name,
         "server_url": server_url,
         "seed": seed,
