@@ -12,6 +12,10 @@ signal at all the policy stays as it is). At `stage2_from` the pool is re-filter
 trajectory of the loop so far (tasks solved in >= 2/3 of their attempts and tasks never solved
 are dropped) and the stage-2 settings apply. Re-running with the same inputs reuses every step.
 
+With `generator="vllm-server"` one server, started once with `VLLM_SERVER_DEV_MODE=1`, serves
+the whole loop: each rollout makes it load the policy it rolls out (the iteration's checkpoint,
+`swerl/inference/vllm_server.py`), and a failed load stops the iteration before any episode.
+
 `generator="replay"` with `replay=[<trajectories versions>]` makes every rollout play recorded
 episodes again instead of sampling (tokenized by the current policy, which then trains on them):
 a loop with a known signal, for tests and for checking the update path without a capable model.

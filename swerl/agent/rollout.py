@@ -643,8 +643,11 @@ def make_generator(
     """The generator backend `kind` and the model's chat format. `model` is a model directory
     for hf, vllm and vllm-server, and the endpoint's model name for openai-chat, which has no
     chat format here (None: the endpoint applies its own template) and reads its API key from
-    the environment variable `OPENAI_API_KEY` (never stored in a manifest). (`replay` is not
-    built here: it needs recordings, see `Replays` and the `rollout` stage.)"""
+    the environment variable `OPENAI_API_KEY` (never stored in a manifest). vllm-server makes
+    the server at `server_url` load `model` first (`VLLMServerGenerator.serve`: every stage that
+    samples from a server samples from the checkpoint it names, e.g. each DAPO iteration's new
+    policy). (`replay` is not built here: it needs recordings, see `Replays` and the `rollout`
+    stage.)"""
     if kind == "openai-chat":
         if not server_url:
             raise ValueError("generator openai-chat needs server_url (the endpoint's base URL)")
@@ -665,5 +668,7 @@ def make_generator(
 
         if not server_url:
             raise ValueError("generator vllm-server needs server_url")
-        return VLLMServerGenerator(server_url, model=str(model_dir)), chat
+        server = VLLMServerGenerator(server_url)
+        server.serve(model_dir)  # the server loads this checkpoint now, before any episode
+        return server, chat
     raise ValueError(f"unknown generator {kind!r}: use hf, vllm, vllm-server or openai-chat")
