@@ -673,10 +673,29 @@ def rollout_command(
     max_live_sandboxes: Annotated[int, typer.Option(help="Episodes in flight at once.")] = 8,
     max_turns: Annotated[int, typer.Option(help="Turn limit (T_max).")] = 40,
     max_context_tokens: Annotated[int, typer.Option(help="Context limit in tokens.")] = 65536,
-    max_turn_tokens: Annotated[
-        int | None, typer.Option(help="Cap on one reply's tokens (default: the context left).")
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-new-tokens",
+            "--max-turn-tokens",
+            help="Cap on one reply's tokens (default: the context left).",
+        ),
     ] = None,
+    temperature: Annotated[
+        float,
+        typer.Option(
+            help="Sampling temperature. Keep 1 for rft/dapo: training assumes samples from the "
+            "policy itself (PAPER.md lesson 2; not enforced)."
+        ),
+    ] = 1.0,
+    top_p: Annotated[
+        float,
+        typer.Option(help="Nucleus sampling mass (1.0 is off). Keep 1 for rft/dapo, as above."),
+    ] = 1.0,
     command_timeout: Annotated[float, typer.Option(help="Seconds per agent command.")] = 60.0,
+    grading_timeout: Annotated[
+        float, typer.Option(help="Seconds the test run of grading may take.")
+    ] = 1800.0,
     turn_penalty_threshold: Annotated[int, typer.Option(help="L_thr of the turn penalty.")] = 10,
     grade_unsubmitted: Annotated[
         bool, typer.Option(help="Grade episodes that hit a limit on their diff (else 0).")
@@ -714,8 +733,11 @@ def rollout_command(
             turn_penalty_threshold=turn_penalty_threshold,
             max_turns=max_turns,
             max_context_tokens=max_context_tokens,
-            max_new_tokens=max_turn_tokens,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
             command_timeout=command_timeout,
+            grading_timeout=grading_timeout,
             prompts_dir=prompts_dir,
         )
         config = rollout_config(
@@ -790,11 +812,20 @@ def evaluate_command(
     max_turns: Annotated[int, typer.Option(help="Turn limit of an episode.")] = 40,
     max_context_tokens: Annotated[int, typer.Option(help="Context limit of an episode.")] = 65536,
     max_new_tokens: Annotated[
-        int | None, typer.Option(help="Cap on tokens sampled per turn (default: none).")
+        int | None, typer.Option(help="Cap on tokens sampled per turn (default: the context left).")
     ] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (1.0 is off).")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (recorded).")] = 1.0,
+    top_p: Annotated[
+        float, typer.Option(help="Nucleus sampling mass (1.0 is off; recorded).")
+    ] = 1.0,
     max_live_sandboxes: Annotated[int, typer.Option(help="Attempts in flight at once.")] = 8,
+    command_timeout: Annotated[float, typer.Option(help="Seconds per agent command.")] = 60.0,
+    grading_timeout: Annotated[
+        float, typer.Option(help="Seconds the test run of grading may take.")
+    ] = 1800.0,
+    grade_unsubmitted: Annotated[
+        bool, typer.Option(help="Grade attempts that hit a limit on their diff (else 0).")
+    ] = True,
     turn_penalty_threshold: Annotated[int, typer.Option(help="L_thr of the reward.")] = 10,
     prompts_dir: Annotated[
         str | None,
@@ -822,7 +853,10 @@ def evaluate_command(
             top_p=top_p,
             backend=resolve_backend(backend),
             max_live_sandboxes=max_live_sandboxes,
+            grade_unsubmitted=grade_unsubmitted,
             turn_penalty_threshold=turn_penalty_threshold,
+            command_timeout=command_timeout,
+            grading_timeout=grading_timeout,
             prompts_dir=prompts_dir,
         )
         episode_args = evaluate_config(settings)

@@ -120,7 +120,8 @@ def test_rollout_options_reach_the_config_and_prompts_dir_picks_the_prompts(toy_
         root, "rollout", "--tasks", "toy", "--model", str(model), "--samples", "1",
         "--limit", "1", "--backend", "local", "--stage", "rft", "--iteration", "3",
         "--max-live-sandboxes", "1", "--max-turns", "2", "--max-context-tokens", "2048",
-        "--max-turn-tokens", "8", "--command-timeout", "9", "--turn-penalty-threshold", "1",
+        "--max-new-tokens", "8", "--temperature", "0.7", "--top-p", "0.9",
+        "--command-timeout", "9", "--grading-timeout", "600", "--turn-penalty-threshold", "1",
         "--no-grade-unsubmitted", "--demonstration", "--prompts-dir", "tiny", "--seed", "1",
     )  # fmt: skip
     assert out.exit_code == 0, out.output
@@ -134,6 +135,8 @@ def test_rollout_options_reach_the_config_and_prompts_dir_picks_the_prompts(toy_
     assert (config["demonstration"], config["prompts_dir"]) == (True, "tiny")
     assert (episode["max_turns"], episode["max_context_tokens"]) == (2, 2048)
     assert (episode["max_turn_tokens"], episode["tools"]["command_timeout"]) == (8, 9.0)
+    assert episode["sampling"]["temperature"] == 0.7 and episode["sampling"]["top_p"] == 0.9
+    assert config["grading_timeout"] == 600.0
     (row,) = lake.read("trajectories", version).to_pylist()
     demonstration = tiny_prompt("demonstration.md")
     assert (
@@ -150,6 +153,7 @@ def test_evaluate_options_reach_the_config_and_prompts_dir_picks_the_prompts(toy
         "--attempts", "1", "--backend", "local", "--max-turns", "2",
         "--max-context-tokens", "2048", "--max-new-tokens", "8", "--temperature", "0.7",
         "--top-p", "0.9", "--max-live-sandboxes", "1", "--turn-penalty-threshold", "1",
+        "--no-grade-unsubmitted", "--command-timeout", "9", "--grading-timeout", "600",
         "--prompts-dir", "tiny",
     )  # fmt: skip
     assert out.exit_code == 0, out.output
@@ -163,12 +167,36 @@ def test_evaluate_options_reach_the_config_and_prompts_dir_picks_the_prompts(toy
         1,
     )
     assert (config["turn_penalty_threshold"], config["prompts_dir"]) == (1, "tiny")
+    assert (config["grade_unsubmitted"], config["grading_timeout"]) == (False, 600.0)
     assert (episode["max_turns"], episode["max_context_tokens"]) == (2, 2048)
-    assert episode["max_turn_tokens"] == 8
+    assert (episode["max_turn_tokens"], episode["tools"]["command_timeout"]) == (8, 9.0)
     assert episode["sampling"]["temperature"] == 0.7 and episode["sampling"]["top_p"] == 0.9
     assert config["prompts_sha256"]  # the prompts' text is part of the fingerprint
     (row,) = lake.read("evals", version).to_pylist()
     assert row["messages"][0]["content"] == tiny_prompt("system.md")
+
+
+def test_rollout_and_evaluate_take_every_flat_episode_setting_with_the_library_defaults():
+    import typer
+
+    from swerl.config import ROLLOUT_PARAMETERS, rollout_config
+
+    group = typer.main.get_command(app)
+    for command, renames in (("rollout", {}), ("evaluate", {"samples": "attempts"})):
+        options = {p.name: p for p in group.commands[command].params}
+        names = [renames.get(n, n) for n in ROLLOUT_PARAMETERS]
+        assert set(names) <= set(options), command
+        # the CLI's defaults are the library's (samples excepted: rollout's is 4)
+        defaults = {n: options[renames.get(n, n)].default for n in ROLLOUT_PARAMETERS}
+        defaults.update(samples=None, backend="local")
+        assert rollout_config(defaults, stage="eval") == rollout_config(
+            {"backend": "local"}, stage="eval"
+        )
+        out = runner.invoke(app, [command, "--help"], env={"COLUMNS": "240"})
+        assert out.exit_code == 0
+        for name in names:
+            assert f"--{name.replace('_', '-')}" in out.output, (command, name)
+    assert "--no-grade-unsubmitted" in out.output and "[default: 1800.0]" in out.output
 
 
 def test_a_prompts_dir_without_prompts_fails_before_any_work(tmp_path):
