@@ -196,6 +196,10 @@ class _Reading:
             self.scanned = len(self.buf)
 
     def output(self) -> str:
+        take = self.keep_head - len(self.head)  # the whole output may have come in one read
+        if take > 0:
+            self.head += self.buf[:take]
+            del self.buf[:take]
         excess = len(self.head) + len(self.buf) - self.keep_head - self.keep_tail
         if excess > 0:
             del self.buf[:excess]

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from swerl.sandbox import SandboxError, open_sandbox
+from swerl.sandbox.session import _Reading
 
 
 def test_shell_state_persists_between_commands(sandbox):
@@ -48,6 +49,23 @@ def test_output_is_capped_in_the_middle_with_a_marker(sandbox):
     assert "bytes cut from the middle" in result.output
     assert len(result.output) < 10_300
     assert sandbox.run("echo small").output == "small\n"
+
+
+@pytest.mark.parametrize("chunk", [1_000_000, 4096, 7])
+def test_capping_keeps_head_and_tail_however_the_output_arrives(chunk):
+    # one read holding the whole output and its end marker (a loaded machine) kept no head once
+    nonce = "abc"
+    data = b"START\n" + b"x" * 200_000 + b"\nEND\n" + f"\n__swerl_done_{nonce}_0__\n".encode()
+    reading = _Reading(nonce, cap=10_000)
+    for i in range(0, len(data), chunk):
+        reading.feed(data[i : i + chunk])
+        if reading.done:
+            break
+    out = reading.output()
+    assert reading.done and reading.exit_code == 0
+    assert out.startswith("START\nxxx") and out.endswith("xxx\nEND\n")
+    assert "190011 bytes cut from the middle" in out  # 200,011 bytes, 10,000 kept
+    assert len(out) < 10_300
 
 
 def test_timeout_kills_the_command_and_its_children_and_the_session_goes_on(sandbox):
