@@ -52,6 +52,7 @@ from swerl.agent.episode import EpisodeConfig
 from swerl.agent.rollout import RolloutConfig, rollout
 from swerl.agent.tools import ToolConfig
 from swerl.evaluation.evaluate import evaluate
+from swerl.inference.base import SamplingParams
 from swerl.lake import Lake
 from swerl.models.tiny import STAGE as TINY_STAGE
 from swerl.models.tiny import TinySpec, build_tiny_model, default_corpus
@@ -84,6 +85,9 @@ class Settings:
     max_turn_tokens: int = 96
     context: int = 4096
     window: int = 24
+    temperature: float = 1.0
+    """Sampling temperature of every rollout and evaluation, and the update's (its log-probs are
+    of the same tempered policy). Below 1 for a tiny model: see the README's temperature finding."""
     prompts: str = "tiny"
     """Prompt files: a directory under configs/prompts ("" = configs/prompts itself)."""
     # base SFT
@@ -122,6 +126,7 @@ class Settings:
             max_context_tokens=self.context,
             max_turn_tokens=self.max_turn_tokens,
             tools=ToolConfig(window=self.window, max_observation_chars=3000),
+            sampling=SamplingParams(temperature=self.temperature),
         )
 
     def rollout_config(self, stage: str, samples: int, iteration: int = 0) -> RolloutConfig:
@@ -288,7 +293,11 @@ def dapo(lake: Lake, s: Settings, start: str, train_tasks: str, clock: Clock, fl
         stats = rollout_stats(lake, out.trajectories)
         batch = flip_rewards(lake, out.trajectories) if flip else out.trajectories
         config = UpdateConfig(
-            lr=s.dapo_lr, batch_size=s.dapo_batch, eps_high=s.eps_high, seed=s.seed
+            lr=s.dapo_lr,
+            batch_size=s.dapo_batch,
+            eps_high=s.eps_high,
+            temperature=s.temperature,
+            seed=s.seed,
         )
         try:
             v = clock.run(f"{label} {it} update", update_policy, lake, policy, batch, it, config)
