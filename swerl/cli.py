@@ -38,6 +38,15 @@ from swerl.lake import Lake, LakeError, connect
 from swerl.models.tiny import TinySpec, build_tiny_model
 from swerl.swe.ingest import TaskImportError, import_tasks
 
+PromptsDir = Annotated[
+    str | None,
+    typer.Option(
+        help="Prompt files (system.md, instance.md, demonstration.md): a folder under "
+        "configs/prompts (e.g. tiny) or an absolute path. Default: configs/prompts."
+    ),
+]
+"""The --prompts-dir option of the commands that run episodes (rollout, evaluate)."""
+
 app = typer.Typer(
     help="swerl: multi-turn RL for software-engineering agents. Versioned datasets in a Parquet "
     "lake, queryable with DuckDB.",
@@ -703,13 +712,7 @@ def rollout_command(
     demonstration: Annotated[
         bool, typer.Option(help="Put the one-shot demonstration in the system prompt (RFT).")
     ] = False,
-    prompts_dir: Annotated[
-        str | None,
-        typer.Option(
-            help="Prompt files (system.md, instance.md, demonstration.md): a folder under "
-            "configs/prompts (e.g. tiny) or an absolute path. Default: configs/prompts."
-        ),
-    ] = None,
+    prompts_dir: PromptsDir = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     force: Annotated[bool, typer.Option(help="Run again even if this exact run exists.")] = False,
 ) -> None:
@@ -827,13 +830,7 @@ def evaluate_command(
         bool, typer.Option(help="Grade attempts that hit a limit on their diff (else 0).")
     ] = True,
     turn_penalty_threshold: Annotated[int, typer.Option(help="L_thr of the reward.")] = 10,
-    prompts_dir: Annotated[
-        str | None,
-        typer.Option(
-            help="Prompt files (system.md, instance.md, demonstration.md): a folder under "
-            "configs/prompts (e.g. tiny) or an absolute path. Default: configs/prompts."
-        ),
-    ] = None,
+    prompts_dir: PromptsDir = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     name: Annotated[str | None, typer.Option(help="Name of the new evals version.")] = None,
     force: Annotated[bool, typer.Option(help="A new version even if this one exists.")] = False,

@@ -21,7 +21,6 @@ task; a demo that does not (a bug in this module) raises, it is never stored as 
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import shlex
@@ -30,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
 from swerl.agent.chat import ChatFormat
-from swerl.agent.rollout import EpisodeRows, Prompts, RolloutConfig, one_episode
+from swerl.agent.rollout import EpisodeRows, Prompts, RolloutConfig, config_record, one_episode
 from swerl.inference.replay import ReplayGenerator
 from swerl.lake import Lake
 from swerl.swe.task import Task, load_tasks
@@ -367,7 +366,7 @@ def publish_demos(
     rollout = replace(rollout, stage="rft", samples=config.samples, backend=config.backend)
     parameters = {
         "demos": asdict(config),
-        "rollout": json.loads(json.dumps(asdict(rollout), default=str)),
+        "rollout": config_record(rollout),  # with the prompts' hash, as the rollout stage
         "split": split,
         "instances": [t.instance_id for t in task_list],
     }
