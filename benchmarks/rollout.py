@@ -16,6 +16,10 @@ calls (start, tools, diff, close, grading), and outside both (tokenizing observa
 fidelity check, building rows, thread hand-offs). Goals: speed-up >= 3x at 8 episodes, outside
 share < 5%.
 
+Re-measured 2026-11-25 (load ~1.6) after HFGenerator's one-torch-thread default, which made a
+single episode ~25x faster: 130.3 and 179.7 episodes per minute at 1 and 8, a speed-up of only
+1.38x (goal NOT met), outside share 2.3%. The figures below predate that fix.
+
 Measured on the shared 2-core development machine, 2026-11-24, `.venv/bin/python
 benchmarks/rollout.py` (local sandboxes, 16 episodes of 4 turns of at most 32 tokens, 8 toy-SWE
 tasks). With a load average of about 5 from other jobs:
