@@ -78,3 +78,64 @@ def test_bad_inputs(model_dir, tmp_path):
     with pytest.raises(ValueError, match="temperature must be > 0"):
         SamplingParams(temperature=0)
     assert SamplingParams().is_unmodified and not SamplingParams(top_k=20).is_unmodified
+
+
+def test_prefix_cache_continues_episodes_with_exact_logprobs(model_dir):
+    """Turn after turn (prompt + sampled ids + an observation), of different lengths in one
+    batch, the cached keys and values give the log-probs of a fresh forward pass, and only the
+    new tokens run through the model."""
+    gen = HFGenerator(model_dir, seed=2)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    prompts = [[5, 6, 7, 8, 9, 10, 11] * 6, [12, 13] * 9, [14, 15, 16] * 5]
+    for turn in range(3):
+        before = gen.prefill_tokens
+        outs = gen.generate(prompts, [SamplingParams(max_tokens=9 + turn)] * 3)
+        for prompt, out in zip(prompts, outs, strict=True):
+            expected = forward_logprobs(model, prompt, out.token_ids)
+            assert max(abs(a - b) for a, b in zip(out.logprobs, expected, strict=True)) < 1e-4
+        if turn:  # only the last sampled token and the observation were new
+            assert gen.prefill_tokens - before == 3 * (1 + 4)
+        prompts = [p + o.token_ids + [20 + turn] * 4 for p, o in zip(prompts, outs, strict=True)]
+    assert gen.prefix_cache.tokens == sum(len(p) - 4 - 1 for p in prompts)  # one entry each
+
+
+def test_prefix_cache_does_not_change_what_is_sampled(model_dir):
+    greedy = SamplingParams(top_k=1, max_tokens=12)
+    runs = []
+    for capacity in (0, 65536):
+        gen = HFGenerator(model_dir, prefix_cache_tokens=capacity)
+        prompts, seen = [[5, 6, 7, 8] * 10, [9, 10] * 12], []
+        for _ in range(3):
+            outs = gen.generate(prompts, [greedy] * 2)
+            seen.append([o.token_ids for o in outs])
+            prompts = [p + o.token_ids + [30] for p, o in zip(prompts, outs, strict=True)]
+        runs.append(seen)
+        assert (gen.prefix_cache.tokens > 0) == (capacity > 0)
+    assert runs[0] == runs[1]
+
+
+def test_a_shared_prefix_runs_once_and_the_cache_stays_in_budget(model_dir):
+    gen = HFGenerator(model_dir, seed=0)
+    system = [5, 6, 7, 8, 9] * 20  # 100 tokens every prompt starts with
+    group = system + [40, 41, 42] * 4  # a group's samples share the whole prompt
+    prompts = [group, group, group, system + [50] * 9]
+    gen.generate(prompts, [SamplingParams(max_tokens=3)] * 4)
+    # the shared group prompt (all but its last token) once, then per row what is left
+    assert gen.prefill_tokens == (len(group) - 1) + 3 * 1 + (9 + 0)
+    small = HFGenerator(model_dir, seed=0, prefix_cache_tokens=150)
+    for i in range(5):
+        small.generate([[60 + i] * 40], [SamplingParams(max_tokens=4)])
+        assert small.prefix_cache.tokens <= 150
+    with pytest.raises(ValueError, match="prefix_cache_tokens must be >= 0"):
+        HFGenerator(model_dir, prefix_cache_tokens=-1)
+
+
+def test_sampling_draws_from_the_distribution_and_never_a_token_without_mass():
+    from swerl.inference.hf import _sample
+
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
+    logp = probs.log().expand(20000, -1).contiguous()
+    drawn = _sample(logp, torch.Generator().manual_seed(0))[:, 0]
+    counts = torch.bincount(drawn, minlength=5).float() / len(drawn)
+    assert counts[1] == counts[4] == 0
+    assert torch.allclose(counts, probs, atol=0.015)
