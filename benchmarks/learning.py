@@ -59,6 +59,7 @@ from swerl.models.tiny import TinySpec, build_tiny_model, default_corpus
 from swerl.swe.splits import select_tasks
 from swerl.swe.task import load_tasks
 from swerl.swe.toy import publish_toy_suite
+from swerl.train.checkpoint import resolve_model
 from swerl.train.dapo import group_advantages, nonzero_advantage_mask
 from swerl.train.demos import DemoConfig, publish_demos
 from swerl.train.rft import RFTConfig, train_rft
@@ -79,6 +80,9 @@ class Settings:
     hidden: int = 128
     layers: int = 2
     vocab: int = 1024
+    copy_steps: int = 1500
+    """Copying warm-up of the untrained model (`swerl.models.tiny.warm_up_copying`): without it
+    a tiny model never learned to copy a name from the issue into a command."""
     # episodes (small: a tiny model must be able to finish)
     max_turns: int = 8
     threshold: int = 5
@@ -98,6 +102,8 @@ class Settings:
     sft_lr: float = 3e-3
     sft_batch: int = 8
     # RFT
+    rft_tasks: int = 128
+    """Train tasks the base policy attempts for RFT (a fixed random sample; all if fewer)."""
     rft_samples: int = 4
     rft_epochs: float = 2.0
     rft_lr: float = 5e-4
@@ -117,6 +123,7 @@ class Settings:
     def quick(cls) -> Settings:
         return cls(
             train=14, eval=7, demo_samples=2, sft_epochs=3.0, rft_samples=2, iterations=1,
+            rft_tasks=8, copy_steps=100,
             dapo_tasks=4, group=4, attempts=2, hidden=64, layers=2, vocab=2048,
         )  # fmt: skip
 
@@ -175,6 +182,7 @@ def tiny_model(lake: Lake, s: Settings, train_tasks: str) -> str:
         intermediate_size=s.hidden * 3,
         max_positions=s.context,
         seed=s.seed,
+        copy_steps=s.copy_steps,
     )
     parameters = {**asdict(spec), "corpus": "swerl source + prompts + train split text"}
     inputs = {"tasks": train_tasks}
@@ -350,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     train_v = select_tasks(lake, suite, split="train", name="toy-swe-train")
     eval_v = select_tasks(lake, suite, split="eval", name="toy-swe-eval")
     tiny = clock.run("tiny model", tiny_model, lake, s, train_v)
+    record = json.loads((resolve_model(lake, tiny).path / "swerl_tiny.json").read_text())
+    if "copy_loss" in record:  # ~ln(vocab) if copying was not learned, ~0.1 if it was
+        print(f"  copying warm-up loss: {json.dumps(record['copy_loss'])}", flush=True)
     demo_cfg = DemoConfig(samples=s.demo_samples, seed=s.seed, fix=s.demo_fix)
     demos_t, demos_u = clock.run(
         "demos",
@@ -377,12 +388,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after == "base":
         return report(s, table, {}, clock)
 
+    train_ids = [t.instance_id for t in load_tasks(train_v, root=lake.root)]
+    rft_ids = sorted(
+        random.Random(f"rft-tasks:{s.seed}").sample(train_ids, min(s.rft_tasks, len(train_ids)))
+    )
     collected = clock.run(
         "rft rollout",
         rollout,
         lake,
         model=base,
         tasks=train_v,
+        instances=rft_ids,
         config=s.rollout_config("rft", s.rft_samples),
         max_batch=s.max_batch,
         seed=s.seed,

@@ -137,6 +137,9 @@ def models_tiny(
     kv_heads: Annotated[int, typer.Option(help="Key/value heads.")] = TinySpec.kv_heads,
     intermediate_size: Annotated[int, typer.Option(help="MLP width.")] = TinySpec.intermediate_size,
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = TinySpec.seed,
+    copy_steps: Annotated[
+        int, typer.Option(help="Steps of the copying warm-up (0: random weights).")
+    ] = TinySpec.copy_steps,
 ) -> None:
     """Build a tiny Qwen2-architecture model and a locally trained byte-level BPE tokenizer with
     a ChatML template, in seconds, with no downloads."""
@@ -149,6 +152,7 @@ def models_tiny(
             kv_heads=kv_heads,
             intermediate_size=intermediate_size,
             seed=seed,
+            copy_steps=copy_steps,
         )
         path = build_tiny_model(out, spec)
     except (ValueError, FileExistsError) as e:

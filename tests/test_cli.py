@@ -99,11 +99,18 @@ def toy_root(tmp_path_factory):
     model = root.parent / "tiny"
     for args in (
         ["toy", "build", "--train", "1", "--eval", "1", "--name", "toy"],
-        ["models", "tiny", "--out", str(model), "--hidden-size", "32", "--layers", "1"],
-    ):
+        ["models", "tiny", "--out", str(model), "--hidden-size", "32", "--layers", "1",
+         "--copy-steps", "2"],
+    ):  # fmt: skip
         result = swerl(root, *args)
         assert result.exit_code == 0, result.output
     return root, model
+
+
+def test_models_tiny_records_its_spec_and_the_copying_warm_up(toy_root):
+    record = json.loads((toy_root[1] / "swerl_tiny.json").read_text())
+    assert (record["hidden_size"], record["layers"], record["copy_steps"]) == (32, 1, 2)
+    assert record["copy_loss"]["first"] > 0 and record["copy_loss"]["last_50_mean"] > 0
 
 
 def tiny_prompt(name: str) -> str:

@@ -64,6 +64,8 @@ def test_bad_specs_and_existing_directory(tmp_path, tiny):
         TinySpec(hidden_size=30, heads=4)
     with pytest.raises(ValueError, match="vocab_size"):
         TinySpec(vocab_size=100)
+    with pytest.raises(ValueError, match="copy_steps must be >= 0"):
+        TinySpec(copy_steps=-1)
     with pytest.raises(FileExistsError, match="not empty"):
         build_tiny_model(tiny, TinySpec(vocab_size=400), CORPUS)
 
@@ -80,3 +82,69 @@ def test_publish_tiny_model_is_a_models_version_reused_on_rerun(tmp_path):
     ref = resolve_model(lake, "tiny-base")
     assert ref.version == version and (ref.path / "config.json").is_file()
     assert lake.manifest("models", version)["parameters"]["hidden_size"] == 32
+
+
+def test_copy_batches_repeat_a_span_at_varying_distances():
+    from swerl.models.tiny import copy_batch
+
+    ids, labels = copy_batch(torch.Generator().manual_seed(0), 64, 48, 400, first_id=3)
+    assert ids.shape == labels.shape == (64, 48) and int(ids.min()) >= 3
+    distances, lengths = set(), set()
+    for row_ids, row_labels in zip(ids, labels, strict=True):
+        where = (row_labels != -100).nonzero()[:, 0]
+        assert len(where) >= 3  # a span of >= 4 tokens, labelled after its first token
+        n, start = len(where) + 1, int(where[0]) - 1  # the repeat: ids[start : start + n]
+        assert torch.equal(row_labels[where], row_ids[where])
+        earlier = [
+            d for d in range(n, start + 1) if torch.equal(row_ids[start - d : start - d + n],
+                                                          row_ids[start : start + n])
+        ]  # fmt: skip
+        assert earlier  # the same span occurs before it
+        distances.add(earlier[0])
+        lengths.add(n)
+    assert len(distances) > 10 and len(lengths) > 3  # no fixed offset to learn instead of copying
+    with pytest.raises(ValueError, match="length >= 16"):
+        copy_batch(torch.Generator(), 2, 8, 400)
+
+
+def test_copying_warm_up_trains_the_model():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from swerl.models.tiny import warm_up_copying
+
+    config = Qwen2Config(
+        vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+    )  # fmt: skip
+    model = Qwen2ForCausalLM(config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = warm_up_copying(model, 3, first_id=3, batch_size=4, length=32)
+    assert len(losses) == 3 and all(4 < x < 7 for x in losses)  # ~ln(400) = 6.0 untrained
+    assert all(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model.training
+
+
+@pytest.mark.slow
+def test_copying_warm_up_teaches_a_random_model_to_repeat_a_span():
+    """The sudden arrival of copying (~1,100 steps; a few minutes): afterwards a span seen once
+    is continued from its first token on fresh random tokens."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from swerl.models.tiny import warm_up_copying
+
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=1024, hidden_size=128, intermediate_size=384, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+    )  # fmt: skip
+    model = Qwen2ForCausalLM(config)
+    losses = warm_up_copying(model, 1500, first_id=3)
+    assert losses[0] > 6.5 and sum(losses[-50:]) / 50 < 0.5
+    g = torch.Generator().manual_seed(99)
+    span = torch.randint(3, 1024, (8, 12), generator=g)
+    noise = [torch.randint(3, 1024, (8, k), generator=g) for k in (30, 7)]
+    ids = torch.cat([noise[0], span, noise[1], span[:, :1]], 1)
+    with torch.no_grad():
+        for _ in range(11):  # continue the repeat greedily after its first token
+            ids = torch.cat([ids, model(input_ids=ids).logits[:, -1:].argmax(-1)], 1)
+    assert (ids[:, -11:] == span[:, 1:]).float().mean() > 0.8
