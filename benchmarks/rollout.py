@@ -33,6 +33,9 @@ and values:
     speed-up 8 vs 1: 3.14x (goal >= 3x); of the medians (29.0 s, 8.2 s): 3.5x
     largest share outside generation and sandbox calls: 0.9% (goal < 5%)
 
+  A second run the same day (load ~1.3): 36.7 and 150.9 episodes/min, 4.11x (medians 3.4x),
+  outside share 0.9%.
+
     .venv/bin/python benchmarks/rollout.py --max-turns 4 --turn-tokens 32
              1        16     5.1         186.7        1.00   78%       19%      2.9%      89%
              8        16     1.9         505.0        6.40   77%       21%      1.6%      88%
