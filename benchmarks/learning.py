@@ -268,6 +268,12 @@ def rollout_stats(lake: Lake, version: str) -> dict:
     }
 
 
+def sample_tasks(lake: Lake, tasks: str, n: int, key: str) -> list[str]:
+    """A fixed random sample of `n` instance ids of a tasks version (all if fewer), sorted."""
+    ids = [t.instance_id for t in load_tasks(tasks, root=lake.root)]
+    return sorted(random.Random(key).sample(ids, min(n, len(ids))))
+
+
 def flip_rewards(lake: Lake, version: str) -> str:
     """A copy of a rollout batch with every reward negated: every advantage flips sign."""
     table = lake.read("trajectories", version)
@@ -286,12 +292,11 @@ def flip_rewards(lake: Lake, version: str) -> str:
 def dapo(lake: Lake, s: Settings, start: str, train_tasks: str, clock: Clock, flip: bool) -> dict:
     """DAPO iterations from `start`; returns the final policy and per-iteration figures."""
     label = "flip" if flip else "dapo"
-    train_ids = [t.instance_id for t in load_tasks(train_tasks, root=lake.root)]
     policy = start
     history = []
     for it in range(1, s.iterations + 1):
-        rng = random.Random(f"dapo-tasks:{s.seed}:{it}")  # the same tasks for DAPO and control
-        instances = sorted(rng.sample(train_ids, min(s.dapo_tasks, len(train_ids))))
+        # the same tasks for DAPO and control
+        instances = sample_tasks(lake, train_tasks, s.dapo_tasks, f"dapo-tasks:{s.seed}:{it}")
         out = clock.run(
             f"{label} {it} rollout",
             rollout,
@@ -393,10 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after == "base":
         return report(s, table, {}, clock)
 
-    train_ids = [t.instance_id for t in load_tasks(train_v, root=lake.root)]
-    rft_ids = sorted(
-        random.Random(f"rft-tasks:{s.seed}").sample(train_ids, min(s.rft_tasks, len(train_ids)))
-    )
+    rft_ids = sample_tasks(lake, train_v, s.rft_tasks, f"rft-tasks:{s.seed}")
     collected = clock.run(
         "rft rollout",
         rollout,

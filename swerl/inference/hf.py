@@ -211,7 +211,8 @@ class HFGenerator:
 _MIN_SHARED = 32  # tokens a shared prefix must save to be run on its own
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def _common_prefix(a: list[int] | np.ndarray, b: list[int] | np.ndarray) -> int:
+    """Length of the longest common prefix of two id sequences."""
     n = min(len(a), len(b))
     differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
     return int(differ[0]) if len(differ) else n
@@ -274,11 +275,9 @@ class _PrefixCache:
         ids = np.asarray(prompt)
         best, best_n = None, 0
         for key, entry in self.entries.items():
-            n = min(len(entry.ids), len(ids) - 1)
-            if n <= best_n:
+            if min(len(entry.ids), len(ids) - 1) <= best_n:
                 continue
-            differ = np.flatnonzero(entry.ids[:n] != ids[:n])
-            n = int(differ[0]) if len(differ) else n
+            n = _common_prefix(entry.ids, ids[:-1])  # leave the prompt's last token to run
             if n > best_n:
                 best, best_n = key, n
         if best is not None:

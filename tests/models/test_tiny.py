@@ -107,16 +107,22 @@ def test_copy_batches_repeat_a_span_at_varying_distances():
         copy_batch(torch.Generator(), 2, 8, 400)
 
 
-def test_copying_warm_up_trains_the_model():
+def random_qwen2(vocab: int, hidden: int, layers: int):
+    """A random-weight Qwen2 as the tiny models have it (4 heads, 2 key/value heads, tied)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
+    config = Qwen2Config(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=3 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )  # fmt: skip
+    return Qwen2ForCausalLM(config)
+
+
+def test_copying_warm_up_trains_the_model():
     from swerl.models.tiny import warm_up_copying
 
-    config = Qwen2Config(
-        vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-    )  # fmt: skip
-    model = Qwen2ForCausalLM(config)
+    model = random_qwen2(vocab=400, hidden=32, layers=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     losses = warm_up_copying(model, 3, first_id=3, batch_size=4, length=32)
     assert len(losses) == 3 and all(4 < x < 7 for x in losses)  # ~ln(400) = 6.0 untrained
@@ -128,16 +134,10 @@ def test_copying_warm_up_trains_the_model():
 def test_copying_warm_up_teaches_a_random_model_to_repeat_a_span():
     """The sudden arrival of copying (~1,100 steps; a few minutes): afterwards a span seen once
     is continued from its first token on fresh random tokens."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     from swerl.models.tiny import warm_up_copying
 
     torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=1024, hidden_size=128, intermediate_size=384, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-    )  # fmt: skip
-    model = Qwen2ForCausalLM(config)
+    model = random_qwen2(vocab=1024, hidden=128, layers=2)
     losses = warm_up_copying(model, 1500, first_id=3)
     assert losses[0] > 6.5 and sum(losses[-50:]) / 50 < 0.5
     g = torch.Generator().manual_seed(99)
