@@ -61,6 +61,7 @@ from swerl.inference.base import SamplingParams
 from swerl.lake import Lake
 from swerl.models.tiny import STAGE as TINY_STAGE
 from swerl.models.tiny import TinySpec, build_tiny_model, default_corpus
+from swerl.swe.pool import pool_rows
 from swerl.swe.splits import select_tasks
 from swerl.swe.task import load_tasks
 from swerl.swe.toy import publish_toy_suite
@@ -68,16 +69,23 @@ from swerl.train.checkpoint import resolve_model
 from swerl.train.dapo import group_advantages, nonzero_advantage_mask
 from swerl.train.demos import DemoConfig, publish_demos
 from swerl.train.rft import RFTConfig, train_rft
+from swerl.train.schedule import pool_ids, refilter_pool
 from swerl.train.update import UpdateConfig, UpdateError, update_policy
 
 STAGES = ("base", "rft", "dapo")
+POOL_STAGE = "learning_pool"
 
 
 @dataclass
 class Settings:
     seed: int = 0
-    train: int = 256
-    eval: int = 16
+    train: int = 384
+    """Train-split tasks: the first `demo_tasks` get demonstrations, the rest are the RL pool."""
+    demo_tasks: int = 256
+    """Train tasks the base SFT sees (the first ones by index). RFT and DAPO attempt only the
+    others, tasks the base has never seen: on its SFT tasks the base recites memorised fixes
+    (66% resolved) and fine-tuning on those lowered held-out Pass@1 (README)."""
+    eval: int = 32
     eval_names: str = "train"
     """Name pool of the eval split's (held-out) tasks: `train` (names the model has seen: a tiny
     model with no pretraining cannot copy unseen names) or `eval` (the suite's default)."""
@@ -90,7 +98,10 @@ class Settings:
     a tiny model never learned to copy a name from the issue into a command."""
     # episodes (small: a tiny model must be able to finish)
     max_turns: int = 8
-    threshold: int = 5
+    threshold: int = 7
+    """Turn penalty threshold: from 5, failures that kept trying (6-7 turns) scored below quick
+    ones, and in groups with no success that difference alone made the advantages: DAPO lowered
+    held-out Pass@1 (README). At 7 the penalty is -1 for running out of turns (8)."""
     max_turn_tokens: int = 96
     context: int = 4096
     window: int = 24
@@ -108,17 +119,22 @@ class Settings:
     sft_batch: int = 8
     # RFT
     rft_tasks: int = 128
-    """Train tasks the base policy attempts for RFT (a fixed random sample; all if fewer)."""
+    """RL-pool tasks the base policy attempts for RFT (a fixed random sample; all if fewer)."""
     rft_samples: int = 4
-    rft_epochs: float = 2.0
+    rft_epochs: float = 1.0
     rft_lr: float = 5e-4
     # DAPO
     iterations: int = 3
     dapo_tasks: int = 16
+    dapo_max_solve: float = 1.0
+    """DAPO draws from the RL-pool tasks the base solved in some of its RFT attempts and in
+    fewer than this share (`swerl.train.schedule.refilter_pool`; the paper's stage 2: 2/3)."""
     group: int = 8
-    dapo_lr: float = 2e-4
-    dapo_batch: int = 32
+    dapo_lr: float = 1e-4
+    dapo_batch: int = 16
     eps_high: float = 0.3
+    scale_by_std: bool = True
+    """Advantages (R - mean) / std as in the paper; false: R - mean (Dr. GRPO)."""
     flip_control: bool = True
     # evaluation
     attempts: int = 8
@@ -127,7 +143,7 @@ class Settings:
     @classmethod
     def quick(cls) -> Settings:
         return cls(
-            train=14, eval=7, demo_samples=2, sft_epochs=3.0, rft_samples=2, iterations=1,
+            train=14, demo_tasks=8, eval=7, demo_samples=2, sft_epochs=3.0, rft_samples=2, iterations=1,
             rft_tasks=8, copy_steps=100,
             dapo_tasks=4, group=4, attempts=2, hidden=64, layers=2, vocab=2048,
         )  # fmt: skip
@@ -268,10 +284,36 @@ def rollout_stats(lake: Lake, version: str) -> dict:
     }
 
 
-def sample_tasks(lake: Lake, tasks: str, n: int, key: str) -> list[str]:
-    """A fixed random sample of `n` instance ids of a tasks version (all if fewer), sorted."""
-    ids = [t.instance_id for t in load_tasks(tasks, root=lake.root)]
-    return sorted(random.Random(key).sample(ids, min(n, len(ids))))
+def sample_tasks(ids: list[str], n: int, key: str) -> list[str]:
+    """A fixed random sample of `n` of `ids` (all if fewer), sorted."""
+    return sorted(random.Random(key).sample(sorted(ids), min(n, len(ids))))
+
+
+def rl_pool(lake: Lake, train: str, demo: str) -> str:
+    """A `task_pool` version of the train split that drops the tasks with a demonstration: the
+    tasks RFT and DAPO attempt, which the base policy has never seen (reused on a re-run)."""
+    parameters = {"drop": "demonstrated"}
+    inputs = {"tasks": train, "demonstrated": demo}
+    fp = lake.fingerprint("task_pool", stage=POOL_STAGE, parameters=parameters, inputs=inputs)
+    done = lake.find("task_pool", fp)
+    if done is not None:
+        return done.version
+    seen = {t.instance_id for t in load_tasks(demo, root=lake.root)}
+    tasks = load_tasks(train, root=lake.root)
+    if all(t.instance_id in seen for t in tasks):
+        raise SystemExit(
+            f"no RL pool: all {len(seen)} train tasks have demonstrations; "
+            "--demo-tasks must be smaller than --train"
+        )
+    reasons = {i: ["has a demonstration (a base SFT task)"] for i in seen}
+    return lake.write(
+        "task_pool",
+        pool_rows(tasks, reasons),
+        stage=POOL_STAGE,
+        parameters=parameters,
+        inputs=inputs,
+        name="learning-rl-pool",
+    )
 
 
 def flip_rewards(lake: Lake, version: str) -> str:
@@ -289,14 +331,17 @@ def flip_rewards(lake: Lake, version: str) -> str:
     )
 
 
-def dapo(lake: Lake, s: Settings, start: str, train_tasks: str, clock: Clock, flip: bool) -> dict:
-    """DAPO iterations from `start`; returns the final policy and per-iteration figures."""
+def dapo(
+    lake: Lake, s: Settings, start: str, train_tasks: str, pool: list[str], clock: Clock, flip: bool
+) -> dict:
+    """DAPO iterations from `start` on samples of `pool` (instance ids of `train_tasks`);
+    returns the final policy and per-iteration figures."""
     label = "flip" if flip else "dapo"
     policy = start
     history = []
     for it in range(1, s.iterations + 1):
         # the same tasks for DAPO and control
-        instances = sample_tasks(lake, train_tasks, s.dapo_tasks, f"dapo-tasks:{s.seed}:{it}")
+        instances = sample_tasks(pool, s.dapo_tasks, f"dapo-tasks:{s.seed}:{it}")
         out = clock.run(
             f"{label} {it} rollout",
             rollout,
@@ -314,6 +359,7 @@ def dapo(lake: Lake, s: Settings, start: str, train_tasks: str, clock: Clock, fl
             lr=s.dapo_lr,
             batch_size=s.dapo_batch,
             eps_high=s.eps_high,
+            scale_by_std=s.scale_by_std,
             temperature=s.temperature,
             seed=s.seed,
         )
@@ -366,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         "toy suite", publish_toy_suite, lake, s.seed, s.train, s.eval, eval_names=s.eval_names
     )
     train_v = select_tasks(lake, suite, split="train", name="toy-swe-train")
+    demo_v = select_tasks(lake, suite, split="train", limit=s.demo_tasks, name="toy-swe-demo")
+    pool_v = rl_pool(lake, train_v, demo_v)
+    pool = pool_ids(lake, pool_v)
+    print(f"  RL pool: {len(pool)} train tasks without a demonstration", flush=True)
     eval_v = select_tasks(lake, suite, split="eval", name="toy-swe-eval")
     tiny = clock.run("tiny model", tiny_model, lake, s, train_v)
     record = json.loads((resolve_model(lake, tiny).path / "swerl_tiny.json").read_text())
@@ -376,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         "demos",
         publish_demos,
         lake,
-        tasks=train_v,
+        tasks=demo_v,
         model=tiny,
         split=None,
         config=demo_cfg,
@@ -398,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after == "base":
         return report(s, table, {}, clock)
 
-    rft_ids = sample_tasks(lake, train_v, s.rft_tasks, f"rft-tasks:{s.seed}")
+    rft_ids = sample_tasks(pool, s.rft_tasks, f"rft-tasks:{s.seed}")
     collected = clock.run(
         "rft rollout",
         rollout,
@@ -431,12 +481,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after == "rft":
         return report(s, table, {}, clock)
 
-    runs = {"dapo": dapo(lake, s, rft, train_v, clock, flip=False)}
+    # the paper's pool re-filter between stages: tasks the base always or never solved give
+    # groups of equal rewards, no signal
+    dapo_pool_v = refilter_pool(
+        lake, pool_v, [collected.trajectories], max_solve_rate=s.dapo_max_solve,
+        name="learning-dapo-pool",
+    )  # fmt: skip
+    dapo_pool = pool_ids(lake, dapo_pool_v)
+    print(f"  DAPO pool: {len(dapo_pool)} of {len(pool)} RL-pool tasks (solved in some but not "
+          f"all, < {s.dapo_max_solve:.3g}, of the base's RFT attempts)", flush=True)  # fmt: skip
+    if not dapo_pool:
+        print("  empty: DAPO draws from the whole RL pool", flush=True)
+        dapo_pool = pool
+    runs = {"dapo": dapo(lake, s, rft, train_v, dapo_pool, clock, flip=False)}
     table["dapo"] = clock.run(
         "eval dapo", eval_stage, lake, s, runs["dapo"]["policy"], eval_v, "dapo"
     )
     if s.flip_control:
-        runs["flip"] = dapo(lake, s, rft, train_v, clock, flip=True)
+        runs["flip"] = dapo(lake, s, rft, train_v, dapo_pool, clock, flip=True)
         table["flipped"] = clock.run(
             "eval flipped", eval_stage, lake, s, runs["flip"]["policy"], eval_v, "flipped"
         )
