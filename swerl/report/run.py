@@ -6,9 +6,13 @@ A run is selected by its final model, or is the whole lake:
   root, their DAPO iterations are pooled by iteration number.
 - `model=<models version id or name, or a model directory>`: that model and its ancestors,
   followed through each `models` manifest's `info.parent` (RFT -> base, DAPO k -> DAPO k-1 ->
-  ... -> RFT -> base). Only evaluations of those models, trajectories they sampled
-  (`policy_version`) and training steps that produced them (`model_version`) are shown, so a
-  side run in the same lake (a sign-flipped control, another seed) stays out.
+  ... -> RFT -> base). Only evaluations of those models, training steps that produced them
+  (`model_version`) and rollouts they sampled (`policy_version`) are shown - less the rollouts
+  that only models outside the lineage trained on - so a side run in the same lake (a
+  sign-flipped control, another seed) stays out, including the first rollout it drew from a
+  shared ancestor.
+Trajectories count the policy's own episodes once: versions of the sampling stage (`rollout`)
+only, never scripted demonstrations or derived copies (the control's reward-flipped batches).
 
 Models are labelled by their version name when they have one (`rft`, `dapo-stage1`, ...), else
 by the stage that made them: `base` (no parent: a directory, `tiny_model`), `RFT` (`train_rft`),
@@ -22,7 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swerl.lake import Lake, LakeError
+from swerl.lake import Lake, LakeError, Version
+
+SAMPLING_STAGE = "rollout"
+"""The stage that writes the policy's own episodes (`swerl.agent.rollout`)."""
 
 TRAJECTORY_COLUMNS = [
     "stage",
@@ -105,7 +112,7 @@ def load_run(lake: Lake, model: str | None = None) -> Run:
         run.datasets.setdefault("evals", []).append(v.version)
     run.evals.sort(key=lambda e: (e.model.depth, e.created_at))
 
-    for v in lake.versions("trajectories"):
+    for v in _sampled_trajectories(lake, lineage):
         rows = lake.read("trajectories", v.version, columns=TRAJECTORY_COLUMNS).to_pylist()
         if lineage is not None:
             rows = [r for r in rows if r["policy_version"] in lineage]
@@ -121,6 +128,45 @@ def load_run(lake: Lake, model: str | None = None) -> Run:
             run.train_metrics += rows
             run.datasets.setdefault("train_metrics", []).append(v.version)
     return run
+
+
+def _sampled_trajectories(lake: Lake, lineage: dict[str, ModelInfo] | None) -> list[Version]:
+    """The `trajectories` versions whose episodes a report counts: those the policy sampled
+    (stage `rollout`), each once. Scripted demonstrations (`demos`) and derived copies of
+    sampled episodes (the control's reward-flipped batches, any version without a sampling
+    model) are left out. With a lineage, a sampled version also stays out when it was trained
+    on - directly or through a derived copy - only by models outside the lineage: the rollout
+    a side run (the sign-flipped control) drew from a shared ancestor is the side run's."""
+    versions = lake.versions("trajectories")
+    sampled = [v for v in versions if v.manifest.get("stage") == SAMPLING_STAGE]
+    if lineage is None:
+        return sampled
+    # derived version -> what it was made from; a sampled version is a root even when it has
+    # inputs (a replay rollout re-plays recorded episodes and grades them afresh)
+    # (versions only name earlier versions as inputs, so this walk ends)
+    sampled_ids = {v.version for v in sampled}
+    sources = {v.version: _trajectory_inputs(v) for v in versions if v.version not in sampled_ids}
+
+    def roots(version: str) -> set[str]:
+        parents = sources.get(version)
+        return set().union(*map(roots, parents)) if parents else {version}
+
+    trained_by: dict[str, set[str]] = {}
+    for m in lake.versions("models"):
+        for t in _trajectory_inputs(m):
+            for root in roots(t):
+                trained_by.setdefault(root, set()).add(m.version)
+    return [
+        v
+        for v in sampled
+        if not trained_by.get(v.version) or trained_by[v.version] & lineage.keys()
+    ]
+
+
+def _trajectory_inputs(v: Version) -> list[str]:
+    """The `trajectories` versions a version was made from (its `inputs.trajectories`, a
+    comma-separated list)."""
+    return [t for t in v.manifest.get("inputs", {}).get("trajectories", "").split(",") if t]
 
 
 def describe_model(lake: Lake, model_id: str, depth: int | None = None) -> ModelInfo:

@@ -1,7 +1,10 @@
 """A small lake holding a whole run, written with the lake's own writers and the datasets'
-registered schemas: a base model, RFT, four DAPO update rounds, a side run (a sign-flipped
-control branching off RFT), their rollouts and update metrics, and evaluations of base, RFT, two
-DAPO checkpoints and the control. Numbers are made up but shaped like a run that learns."""
+registered schemas: a base model, scripted demonstrations, RFT, four DAPO update rounds, a side
+run (a sign-flipped control branching off RFT: its own first rollout from RFT, a reward-flipped
+copy of it, an update on the copy, then its own rollouts), their rollouts and update metrics,
+and evaluations of base, RFT, two DAPO checkpoints and the control. Each model records the
+`trajectories` it trained on, as the training stages do. Numbers are made up but shaped like a
+run that learns."""
 
 from __future__ import annotations
 
@@ -13,10 +16,15 @@ from swerl.lake import Lake
 TERMINATIONS = ["submitted", "max_turns", "context_limit"]
 
 
-def _model(lake: Lake, stage: str, *, parent: str | None, name=None, iteration=None) -> str:
+def _model(
+    lake: Lake, stage: str, *, parent: str | None, name=None, iteration=None, trained_on=None
+) -> str:
     parameters = {} if iteration is None else {"iteration": iteration}
     info = {} if parent is None else {"parent": parent}
-    with lake.directory("models", stage=stage, parameters=parameters, name=name, info=info) as w:
+    inputs = {} if trained_on is None else {"trajectories": trained_on, "models": parent}
+    with lake.directory(
+        "models", stage=stage, parameters=parameters, inputs=inputs, name=name, info=info
+    ) as w:
         (w.path / "config.json").write_text("{}")
     return w.version
 
@@ -118,23 +126,31 @@ def populate(lake: Lake, seed: int = 0) -> dict[str, str]:
         name="toy-swe",
     )
     ids = {"base": _model(lake, "tiny_model", parent=None, name="base")}
-    ids["rft"] = _model(lake, "train_rft", parent=ids["base"])
+    # scripted demonstrations (all resolved): not the policy's samples, never counted
     lake.write(
+        "trajectories",
+        _trajectories(rng, ids["base"], "rft", 0, 1.0),
+        stage="demos",
+        inputs={"models": ids["base"]},
+    )
+    collected = lake.write(
         "trajectories",
         _trajectories(rng, ids["base"], "rft", 0, 0.15),
         stage="rollout",
         parameters={"stage": "rft"},
+        inputs={"models": ids["base"]},
     )
+    ids["rft"] = _model(lake, "train_rft", parent=ids["base"], trained_on=collected)
     policy = ids["rft"]
     for k in range(4):
-        lake.write(
+        batch = lake.write(
             "trajectories",
             _trajectories(rng, policy, "dapo", k, 0.3 + 0.1 * k),
             stage="rollout",
             parameters={"iteration": k},
             inputs={"models": policy},
         )
-        policy = _model(lake, "update_policy", parent=policy, iteration=k)
+        policy = _model(lake, "update_policy", parent=policy, iteration=k, trained_on=batch)
         ids[f"dapo{k}"] = policy
         lake.write(
             "train_metrics",
@@ -142,8 +158,25 @@ def populate(lake: Lake, seed: int = 0) -> dict[str, str]:
             stage="update_policy",
             inputs={"models": policy},
         )
-    # the control: sign-flipped advantages from RFT, then its own iteration-1 rollouts
-    ids["flipped"] = _model(lake, "update_policy", parent=ids["rft"], name="flipped", iteration=0)
+    # the control: its own iteration-0 rollout from RFT, trained on a reward-flipped copy of it,
+    # then its own iteration-1 rollouts
+    first = lake.write(
+        "trajectories",
+        _trajectories(rng, ids["rft"], "dapo", 0, 0.3),
+        stage="rollout",
+        parameters={"iteration": 0, "seed": 1},
+        inputs={"models": ids["rft"]},
+    )
+    rows = lake.read("trajectories", first).to_pylist()
+    flipped = lake.write(
+        "trajectories",
+        [{**r, "reward": -r["reward"]} for r in rows],
+        stage="flip_rewards",
+        inputs={"trajectories": first},
+    )
+    ids["flipped"] = _model(
+        lake, "update_policy", parent=ids["rft"], name="flipped", iteration=0, trained_on=flipped
+    )
     lake.write(
         "train_metrics",
         _metrics(rng, ids["flipped"], 0),

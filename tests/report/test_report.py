@@ -10,6 +10,7 @@ import pytest
 
 from swerl.lake import Lake
 from swerl.report import build_report, report_figures
+from swerl.report.run import load_run
 
 from .run_lake import populate
 
@@ -80,19 +81,33 @@ def test_a_run_is_its_final_model_and_ancestors(run):
         "DAPO it. 1",
         "DAPO it. 3",
     ]
-    # the control's own iteration-1 rollouts and its update steps stay out
+    # the control's rollouts (its first from RFT, a shared ancestor, and its own), the
+    # reward-flipped copy it trained on and its update steps stay out; so do the demonstrations
     episodes = {r["iteration"]: r["episodes"] for r in mine["rollouts"].table}
     assert episodes == {0: 24, 1: 24, 2: 24, 3: 24}
-    assert {r["iteration"]: r["episodes"] for r in whole["rollouts"].table}[1] == 48
+    assert "RFT collection: 24 episodes" in mine["rollouts"].text
+    # the whole lake counts every sampled episode once: no flipped copies, no demonstrations
+    assert {r["iteration"]: r["episodes"] for r in whole["rollouts"].table} == {
+        0: 48,
+        1: 48,
+        2: 24,
+        3: 24,
+    }
+    assert "RFT collection: 24 episodes" in whole["rollouts"].text
+    control = by_key(report_figures(lake, model=ids["flipped"]))
+    assert {r["iteration"]: r["episodes"] for r in control["rollouts"].table} == {0: 24, 1: 24}
     assert [r["steps"] for r in mine["training"].table] == [2, 2, 2, 2]
     assert whole["training"].table[0]["steps"] == 4
     # dropped share of iteration k: (4 + k) dropped vs 16 kept
     assert [r["dropped (zero advantage) %"] for r in mine["training"].table] == [
         f"{100 * (4 + k) / (20 + k):.1f}" for k in range(4)
     ]
-    # a run ending in RFT: the rollouts RFT sampled (iteration 0), no update steps
+    # a run ending in RFT: its collection only; the rollouts RFT sampled were trained on by the
+    # updates after it (DAPO, the control), outside this run; no update steps
     rft = by_key(report_figures(lake, model=ids["rft"]))
-    assert [r["iteration"] for r in rft["rollouts"].table] == [0] and rft["training"].empty
+    assert rft["rollouts"].empty and rft["training"].empty
+    rows = load_run(lake, model=ids["rft"]).trajectories
+    assert len(rows) == 24 and {r["stage"] for r in rows} == {"rft"}
     assert [r["model"] for r in rft["stage-table"].table] == ["base", "RFT"]
 
 
