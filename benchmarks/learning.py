@@ -84,8 +84,9 @@ POOL_STAGE = "learning_pool"
 @dataclass
 class Settings:
     seed: int = 0
-    train: int = 384
-    """Train-split tasks: the first `demo_tasks` get demonstrations, the rest are the RL pool."""
+    train: int = 480
+    """Train-split tasks: the first `demo_tasks` get demonstrations, the rest are the RL pool
+    (`rft_tasks` for RFT, `iterations` x `dapo_tasks` fresh ones for DAPO)."""
     demo_tasks: int = 256
     """Train tasks the base SFT sees (the first ones by index). RFT and DAPO attempt only the
     others, tasks the base has never seen: on its SFT tasks the base recites memorised fixes
@@ -119,7 +120,7 @@ class Settings:
     demo_samples: int = 1
     demo_fix: str = "replace"
     """How demonstrations type the fix: replace (short SEARCH/REPLACE) or edit (line range)."""
-    sft_epochs: float = 24.0
+    sft_epochs: float = 20.0
     sft_lr: float = 3e-3
     sft_batch: int = 8
     # RFT
@@ -130,10 +131,15 @@ class Settings:
     rft_lr: float = 5e-4
     # DAPO
     iterations: int = 3
-    dapo_tasks: int = 16
+    dapo_tasks: int = 32
+    dapo_pool: str = "fresh"
+    """Which RL-pool tasks DAPO draws: `fresh` (the ones RFT did not attempt, a disjoint sample
+    each iteration, so every iteration trains on tasks no earlier stage saw, as the paper's
+    iterations do) or `refiltered` (the RFT-attempted tasks the base solved sometimes, re-drawn
+    each iteration; `swerl.train.schedule.refilter_pool`)."""
     dapo_max_solve: float = 1.0
-    """DAPO draws from the RL-pool tasks the base solved in some of its RFT attempts and in
-    fewer than this share (`swerl.train.schedule.refilter_pool`; the paper's stage 2: 2/3)."""
+    """With `dapo_pool=refiltered`: keep tasks the base solved in fewer than this share of its
+    RFT attempts (the paper's stage 2: 2/3)."""
     group: int = 8
     dapo_lr: float = 1e-4
     dapo_batch: int = 16
@@ -148,8 +154,8 @@ class Settings:
     @classmethod
     def quick(cls) -> Settings:
         return cls(
-            train=14, demo_tasks=8, eval=7, demo_samples=2, sft_epochs=3.0, rft_samples=2, iterations=1,
-            rft_tasks=8, copy_steps=100,
+            train=16, demo_tasks=8, eval=7, demo_samples=2, sft_epochs=3.0, rft_samples=2, iterations=1,
+            rft_tasks=4, copy_steps=100,
             dapo_tasks=4, group=4, attempts=2, hidden=64, layers=2, vocab=2048,
         )  # fmt: skip
 
@@ -336,30 +342,64 @@ def flip_rewards(lake: Lake, version: str) -> str:
     )
 
 
+def dapo_schedule(s: Settings, pool: list[str], fresh: bool) -> list[list[str]]:
+    """The tasks of each DAPO iteration (the same for DAPO and the control). `fresh`: disjoint
+    samples of `pool`, `dapo_tasks` each, while the pool lasts (then re-drawn from all of it);
+    else an independent sample of `pool` per iteration."""
+    if not fresh:
+        return [
+            sample_tasks(pool, s.dapo_tasks, f"dapo-tasks:{s.seed}:{it}")
+            for it in range(1, s.iterations + 1)
+        ]
+    order = random.Random(f"dapo-tasks:{s.seed}").sample(sorted(pool), len(pool))
+    schedule = []
+    for it in range(1, s.iterations + 1):
+        chunk = order[(it - 1) * s.dapo_tasks : it * s.dapo_tasks]
+        if len(chunk) < min(s.dapo_tasks, len(pool)):
+            chunk = sample_tasks(pool, s.dapo_tasks, f"dapo-tasks:{s.seed}:{it}")
+            print(f"  DAPO iteration {it}: the fresh pool ran out; tasks re-drawn", flush=True)
+        schedule.append(sorted(chunk))
+    return schedule
+
+
 def dapo(
-    lake: Lake, s: Settings, start: str, train_tasks: str, pool: list[str], clock: Clock, flip: bool
+    lake: Lake,
+    s: Settings,
+    start: str,
+    train_tasks: str,
+    schedule: list[list[str]],
+    clock: Clock,
+    flip: bool,
+    first_batch: str | None = None,
 ) -> dict:
-    """DAPO iterations from `start` on samples of `pool` (instance ids of `train_tasks`);
-    returns the final policy and per-iteration figures."""
+    """DAPO iterations from `start`, iteration k on the instance ids `schedule[k - 1]` of
+    `train_tasks`; returns the final policy, per-iteration figures and the first rollout batch.
+    `first_batch`: a rollout of `start` on `schedule[0]` to train on instead of sampling one
+    (the control reuses DAPO's: same policy, same tasks, so the same samples with flipped
+    signs)."""
     label = "flip" if flip else "dapo"
     policy = start
     history = []
-    for it in range(1, s.iterations + 1):
-        # the same tasks for DAPO and control
-        instances = sample_tasks(pool, s.dapo_tasks, f"dapo-tasks:{s.seed}:{it}")
-        out = clock.run(
-            f"{label} {it} rollout",
-            rollout,
-            lake,
-            model=policy,
-            tasks=train_tasks,
-            instances=instances,
-            config=s.rollout_config("dapo", s.group, it),
-            max_batch=s.max_batch,
-            seed=s.seed * 1000 + it + (500 if flip else 0),
-        )
-        stats = rollout_stats(lake, out.trajectories)
-        batch = flip_rewards(lake, out.trajectories) if flip else out.trajectories
+    batches = []
+    for it, instances in enumerate(schedule, start=1):
+        if it == 1 and first_batch is not None:
+            sampled = first_batch
+            print(f"  {label} 1 rollout: DAPO's iteration-1 batch {sampled}", flush=True)
+        else:
+            sampled = clock.run(
+                f"{label} {it} rollout",
+                rollout,
+                lake,
+                model=policy,
+                tasks=train_tasks,
+                instances=instances,
+                config=s.rollout_config("dapo", s.group, it),
+                max_batch=s.max_batch,
+                seed=s.seed * 1000 + it + (500 if flip else 0),
+            ).trajectories
+        batches.append(sampled)
+        stats = rollout_stats(lake, sampled)
+        batch = flip_rewards(lake, sampled) if flip else sampled
         config = UpdateConfig(
             lr=s.dapo_lr,
             batch_size=s.dapo_batch,
@@ -382,7 +422,7 @@ def dapo(
             stats.update(steps=0, note=str(e)[:120])
         print(f"  {label} iteration {it}: {json.dumps(stats)}", flush=True)
         history.append(stats)
-    return {"policy": policy, "history": history}
+    return {"policy": policy, "history": history, "batches": batches}
 
 
 def gap_in_sem(a: dict, b: dict) -> float:
@@ -408,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in asdict(s):
         if getattr(args, name) is not None:
             setattr(s, name, getattr(args, name))
+    if s.dapo_pool not in ("fresh", "refiltered"):
+        p.error(f"--dapo-pool must be fresh or refiltered, got {s.dapo_pool!r}")
     root = args.data or Path(tempfile.mkdtemp(prefix="swerl-learning-"))
     lake = Lake(root)
     print(f"lake {root}\nsettings {json.dumps(asdict(s))}", flush=True)
@@ -486,24 +528,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after == "rft":
         return report(s, table, {}, clock)
 
-    # the paper's pool re-filter between stages: tasks the base always or never solved give
-    # groups of equal rewards, no signal
-    dapo_pool_v = refilter_pool(
-        lake, pool_v, [collected.trajectories], max_solve_rate=s.dapo_max_solve,
-        name="learning-dapo-pool",
-    )  # fmt: skip
-    dapo_pool = pool_ids(lake, dapo_pool_v)
-    print(f"  DAPO pool: {len(dapo_pool)} of {len(pool)} RL-pool tasks (solved in some but not "
-          f"all, < {s.dapo_max_solve:.3g}, of the base's RFT attempts)", flush=True)  # fmt: skip
+    if s.dapo_pool == "fresh":
+        dapo_pool = sorted(set(pool) - set(rft_ids))
+        print(f"  DAPO pool: the {len(dapo_pool)} RL-pool tasks RFT did not attempt", flush=True)
+    else:
+        # the paper's pool re-filter between stages: tasks the base always or never solved give
+        # groups of equal rewards, no signal
+        dapo_pool_v = refilter_pool(
+            lake, pool_v, [collected.trajectories], max_solve_rate=s.dapo_max_solve,
+            name="learning-dapo-pool",
+        )  # fmt: skip
+        dapo_pool = pool_ids(lake, dapo_pool_v)
+        print(f"  DAPO pool: {len(dapo_pool)} of {len(pool)} RL-pool tasks (solved in some but "
+              f"not all, < {s.dapo_max_solve:.3g}, of the base's RFT attempts)", flush=True)  # fmt: skip
     if not dapo_pool:
         print("  empty: DAPO draws from the whole RL pool", flush=True)
         dapo_pool = pool
-    runs = {"dapo": dapo(lake, s, rft, train_v, dapo_pool, clock, flip=False)}
+    schedule = dapo_schedule(s, dapo_pool, fresh=s.dapo_pool == "fresh")
+    runs = {"dapo": dapo(lake, s, rft, train_v, schedule, clock, flip=False)}
     table["dapo"] = clock.run(
         "eval dapo", eval_stage, lake, s, runs["dapo"]["policy"], eval_v, "dapo"
     )
     if s.flip_control:
-        runs["flip"] = dapo(lake, s, rft, train_v, dapo_pool, clock, flip=True)
+        runs["flip"] = dapo(
+            lake, s, rft, train_v, schedule, clock, flip=True,
+            first_batch=runs["dapo"]["batches"][0],
+        )  # fmt: skip
         table["flipped"] = clock.run(
             "eval flipped", eval_stage, lake, s, runs["flip"]["policy"], eval_v, "flipped"
         )
