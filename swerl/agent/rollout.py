@@ -520,76 +520,95 @@ def rollout(
         "instances": [t.instance_id for t in task_list],
     }
     fp = lake.fingerprint("trajectories", stage="rollout", parameters=parameters, inputs=inputs)
-    if not force:
-        done_t = lake.find("trajectories", fp)
-        done_u = lake.find(
-            "turns",
-            lake.fingerprint("turns", stage="rollout", parameters=parameters, inputs=inputs),
-        )
-        if done_t is not None and done_u is not None:
-            return RolloutOutput(done_t.version, done_u.version, True, 0)
-
+    if not force and (done := _published(lake, fp, parameters, inputs)) is not None:
+        return done
     if shard is not None and not 0 <= shard < shards:
         raise ValueError(f"shard must be in [0, {shards}), got {shard}")
-    if config.backend == "docker":
-        check_images(task_list)
-    store = EpisodeStore(lake.work_dir("rollout", fp))
-    finished = store.keys()
-    skip = set(finished)
-    if shard is not None:  # the other shards' episodes are not this call's to run
-        keys = [(t.instance_id, s) for t in task_list for s in range(config.samples)]
-        skip |= {key for i, key in enumerate(keys) if i % shards != shard}
-    total = len(task_list) * config.samples
-    count = [len(skip)]
+    part = "all" if shard is None else f"shard-{shard}-of-{shards}"
+    with lake.work_lock("rollout", fp, part):
+        # the process waited on may have published this very version
+        if shard is None and not force and (done := _published(lake, fp, parameters, inputs)):
+            return done
+        if config.backend == "docker":
+            check_images(task_list)
+        store = EpisodeStore(lake.work_dir("rollout", fp))
+        finished = store.keys()
+        skip = set(finished)
+        if shard is not None:  # the other shards' episodes are not this call's to run
+            keys = [(t.instance_id, s) for t in task_list for s in range(config.samples)]
+            skip |= {key for i, key in enumerate(keys) if i % shards != shard}
+        total = len(task_list) * config.samples
+        count = [len(skip)]
 
-    def save(rows: EpisodeRows) -> None:
-        store.save(rows.key, rows)
-        count[0] += 1
-        if progress is not None:
-            progress(count[0], total)
+        def save(rows: EpisodeRows) -> None:
+            store.save(rows.key, rows)
+            count[0] += 1
+            if progress is not None:
+                progress(count[0], total)
 
-    if len(skip) < total and recordings is not None:  # replay: the policy's tokenizer only
-        chat = chat_format(ref.path)
-        run_rollouts(
-            task_list,
-            Replays(recordings, chat),
-            chat,
-            config,
-            policy_version=ref.id,
-            skip=skip,
-            on_episode=save,
-        )
-    elif len(skip) < total:  # (a final call after shards only publishes: no model to load)
-        gen, chat = make_generator(
-            ref.path,
-            generator,
-            server_url=server_url,
-            device=device,
-            seed=generator_seed(seed, shard, len(finished)),
-        )
-        batching = BatchingGenerator(gen, max_batch=max_batch)
-        try:
+        if len(skip) < total and recordings is not None:  # replay: the policy's tokenizer only
+            chat = chat_format(ref.path)
             run_rollouts(
-                task_list, batching, chat, config, policy_version=ref.id, skip=skip, on_episode=save
+                task_list,
+                Replays(recordings, chat),
+                chat,
+                config,
+                policy_version=ref.id,
+                skip=skip,
+                on_episode=save,
             )
-        finally:
-            batching.close()
-    if shard is not None:
-        return RolloutOutput(None, None, False, len(finished))
-    episodes = store.load_all()
-    order = {(t.instance_id, s): i for i, t in enumerate(task_list) for s in range(config.samples)}
-    rows = sorted(episodes.values(), key=lambda r: order[r.key])
-    with lake.writer(
-        "trajectories", stage="rollout", parameters=parameters, inputs=inputs, info=info
-    ) as tw:
-        for r in rows:
-            tw.write([r.trajectory])
+        elif len(skip) < total:  # (a final call after shards only publishes: no model to load)
+            gen, chat = make_generator(
+                ref.path,
+                generator,
+                server_url=server_url,
+                device=device,
+                seed=generator_seed(seed, shard, len(finished)),
+            )
+            batching = BatchingGenerator(gen, max_batch=max_batch)
+            try:
+                run_rollouts(
+                    task_list,
+                    batching,
+                    chat,
+                    config,
+                    policy_version=ref.id,
+                    skip=skip,
+                    on_episode=save,
+                )
+            finally:
+                batching.close()
+        if shard is not None:
+            return RolloutOutput(None, None, False, len(finished))
+        episodes = store.load_all()
+        order = {
+            (t.instance_id, s): i for i, t in enumerate(task_list) for s in range(config.samples)
+        }
+        rows = sorted(episodes.values(), key=lambda r: order[r.key])
         with lake.writer(
-            "turns", stage="rollout", parameters=parameters, inputs=inputs, info=info
-        ) as uw:
-            uw.write([turn for r in rows for turn in r.turns])
-    store.clear()
-    return RolloutOutput(tw.version, uw.version, False, len(skip))
+            "trajectories", stage="rollout", parameters=parameters, inputs=inputs, info=info
+        ) as tw:
+            for r in rows:
+                tw.write([r.trajectory])
+            with lake.writer(
+                "turns", stage="rollout", parameters=parameters, inputs=inputs, info=info
+            ) as uw:
+                uw.write([turn for r in rows for turn in r.turns])
+        store.clear()
+        return RolloutOutput(tw.version, uw.version, False, len(skip))
+
+
+def _published(
+    lake: Lake, fp: str, parameters: dict[str, Any], inputs: dict[str, str]
+) -> RolloutOutput | None:
+    """The rollout already published with this fingerprint (its `trajectories` and `turns`)."""
+    done_t = lake.find("trajectories", fp)
+    done_u = lake.find(
+        "turns", lake.fingerprint("turns", stage="rollout", parameters=parameters, inputs=inputs)
+    )
+    if done_t is None or done_u is None:
+        return None
+    return RolloutOutput(done_t.version, done_u.version, True, 0)
 
 
 def generator_seed(seed: int, shard: int | None, resumed: int) -> int:

@@ -8,8 +8,9 @@ folder of the stage's fingerprint, `Lake.work_dir`).
     finished = store.load_all()         # {key: obj}, to publish; then store.clear()
 
 One pickle file per key, `<instance_id>.<sample>.pkl`, written to a temporary file and renamed
-into place: a kill leaves either the whole file or none. What it does not cover: a power loss
-(no fsync) and two writers of the same key at once (each stage runs a key in one place).
+into place: a kill leaves either the whole file or none (a power loss is not covered: no fsync).
+The store has one writer per key: the stages hold `Lake.work_lock` (per fingerprint and shard)
+while they use the folder, so a second process running the same stage waits for the first.
 """
 
 from __future__ import annotations

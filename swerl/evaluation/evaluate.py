@@ -183,72 +183,87 @@ def evaluate(
         "instances": [t.instance_id for t in task_list],
     }
     fp = lake.fingerprint("evals", stage=STAGE, parameters=parameters, inputs=inputs, name=name)
-    if not force and (done := lake.find("evals", fp)) is not None:
-        return EvalOutput(
-            done.version,
-            done.manifest["info"]["summary"],
-            done.path / done.manifest["info"]["predictions"],
-            reused=True,
-        )
+    if not force and (done := _published(lake, fp)) is not None:
+        return done
+    with lake.work_lock(STAGE, fp):
+        # the process waited on may have published this very version
+        if not force and (done := _published(lake, fp)) is not None:
+            return done
+        store = EpisodeStore(lake.work_dir(STAGE, fp))  # finished attempts: their `evals` rows
+        skip = store.keys()
+        total = len(task_list) * attempts
+        count = [len(skip)]
 
-    store = EpisodeStore(lake.work_dir(STAGE, fp))  # finished attempts: their `evals` rows
-    skip = store.keys()
-    total = len(task_list) * attempts
-    count = [len(skip)]
+        def save(episode_rows: EpisodeRows) -> None:
+            store.save(episode_rows.key, eval_row(episode_rows, model_id))
+            count[0] += 1
+            if progress is not None:
+                progress(count[0], total)
 
-    def save(episode_rows: EpisodeRows) -> None:
-        store.save(episode_rows.key, eval_row(episode_rows, model_id))
-        count[0] += 1
-        if progress is not None:
-            progress(count[0], total)
-
-    if ref is None:  # an API model: the text path, no batching (the endpoint batches)
-        gen, _ = make_generator(model, "openai-chat", server_url=server_url, device=device, seed=0)
-        assert isinstance(gen, OpenAIChatGenerator)
-        try:
-            run_rollouts(
-                task_list, gen, None, config, policy_version=model_id, skip=skip, on_episode=save
+        if ref is None:  # an API model: the text path, no batching (the endpoint batches)
+            gen, _ = make_generator(
+                model, "openai-chat", server_url=server_url, device=device, seed=0
             )
-        finally:
-            gen.close()
-    else:
-        if isinstance(generator, str):
-            gen, chat = make_generator(
-                ref.path, generator, server_url=server_url, device=device, seed=seed
-            )
+            assert isinstance(gen, OpenAIChatGenerator)
+            try:
+                run_rollouts(
+                    task_list,
+                    gen,
+                    None,
+                    config,
+                    policy_version=model_id,
+                    skip=skip,
+                    on_episode=save,
+                )
+            finally:
+                gen.close()
         else:
-            from transformers import AutoTokenizer
+            if isinstance(generator, str):
+                gen, chat = make_generator(
+                    ref.path, generator, server_url=server_url, device=device, seed=seed
+                )
+            else:
+                from transformers import AutoTokenizer
 
-            from swerl.agent.chat import ChatFormat
+                from swerl.agent.chat import ChatFormat
 
-            gen, chat = generator, ChatFormat(AutoTokenizer.from_pretrained(ref.path))
-        batching = BatchingGenerator(gen, max_batch=max_batch)
-        try:
-            run_rollouts(
-                task_list,
-                batching,
-                chat,
-                config,
-                policy_version=model_id,
-                skip=skip,
-                on_episode=save,
-            )
-        finally:
-            batching.close()
+                gen, chat = generator, ChatFormat(AutoTokenizer.from_pretrained(ref.path))
+            batching = BatchingGenerator(gen, max_batch=max_batch)
+            try:
+                run_rollouts(
+                    task_list,
+                    batching,
+                    chat,
+                    config,
+                    policy_version=model_id,
+                    skip=skip,
+                    on_episode=save,
+                )
+            finally:
+                batching.close()
 
-    finished = store.load_all()
-    rows = [finished[(t.instance_id, a)] for t in task_list for a in range(attempts)]
-    summary = summarize(rows)
-    model_name = model if ref is None else model_name_of(ref.version, ref.manifest, ref.path)
-    with lake.writer(
-        "evals", stage=STAGE, parameters=parameters, inputs=inputs, name=name, info=info
-    ) as w:
-        w.write(rows)
-        write_predictions(w.staging / PREDICTIONS_DIR, rows, model_name)
-        w.info.update(summary=summary, predictions=PREDICTIONS_DIR, model_name=model_name)
-    store.clear()
-    version = lake.resolve("evals", w.version)
-    return EvalOutput(w.version, summary, version.path / PREDICTIONS_DIR, False, len(skip))
+        finished = store.load_all()
+        rows = [finished[(t.instance_id, a)] for t in task_list for a in range(attempts)]
+        summary = summarize(rows)
+        model_name = model if ref is None else model_name_of(ref.version, ref.manifest, ref.path)
+        with lake.writer(
+            "evals", stage=STAGE, parameters=parameters, inputs=inputs, name=name, info=info
+        ) as w:
+            w.write(rows)
+            write_predictions(w.staging / PREDICTIONS_DIR, rows, model_name)
+            w.info.update(summary=summary, predictions=PREDICTIONS_DIR, model_name=model_name)
+        store.clear()
+        version = lake.resolve("evals", w.version)
+        return EvalOutput(w.version, summary, version.path / PREDICTIONS_DIR, False, len(skip))
+
+
+def _published(lake: Lake, fp: str) -> EvalOutput | None:
+    """The evaluation already published with this fingerprint."""
+    done = lake.find("evals", fp)
+    if done is None:
+        return None
+    info = done.manifest["info"]
+    return EvalOutput(done.version, info["summary"], done.path / info["predictions"], reused=True)
 
 
 def eval_row(episode: EpisodeRows, model_version: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ version instead of writing again, unless `force=True`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -324,6 +326,33 @@ class Lake:
         path = self.root / WORK / stage / fingerprint
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @contextlib.contextmanager
+    def work_lock(self, stage: str, fingerprint: str, part: str = "all") -> Iterator[None]:
+        """Hold one resumable stage's work (one fingerprint; `part`: `all`, or a shard's name
+        when shards of one stage run at once) against other processes: a second caller says so
+        on stderr and waits until the holder exits, then goes on - and should look for the
+        version the holder published before doing the work again. Without it the first caller
+        to publish clears the shared work folder under the second. An advisory `flock` on
+        `<root>/_work/<stage>/<fingerprint>.<part>.lock` (released when the holder's process
+        dies; on a network filesystem only if it supports `flock`)."""
+        path = self.root / WORK / stage / f"{fingerprint}.{part}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(
+                    f"another process is running {stage} {fingerprint} ({part}); waiting for it "
+                    f"to finish (lock {path})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def clean_staging(self) -> int:
         """Remove half-written versions left by killed writers; returns how many."""

@@ -4,6 +4,10 @@ fidelity with our template and Qwen2.5's, sampler log-probs against a forward pa
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +207,45 @@ def test_episode_store_saves_whole_files_and_finds_them_again(tmp_path):
         store.save(("a/b", 0), 1)
     store.clear()
     assert not (tmp_path / "work").exists()
+
+
+RACE = """
+import json, sys, time
+from swerl.agent.rollout import rollout
+from swerl.lake import Lake
+from tests.agent.test_rollout import CONFIG
+out = rollout(Lake(sys.argv[1]), model=sys.argv[2], tasks="toy-swe", config=CONFIG, max_batch=8,
+              seed=7, progress=lambda done, total: time.sleep(3.0))
+print(json.dumps([out.trajectories, out.reused]))
+"""
+
+
+def test_two_processes_running_one_rollout_publish_it_once(lake, model_dir):
+    """The second caller of a rollout already running (same fingerprint, same lake) waits for
+    the first and returns its version instead of racing it for the shared work folder."""
+    root = Path(__file__).resolve().parents[2]
+    before = len(lake.versions("trajectories"))
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", RACE, str(lake.root), str(model_dir)],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    first = start()
+    work = lake.root / "_work" / "rollout"
+    deadline = time.monotonic() + 120
+    while not list(work.rglob("*.pkl")):  # the first has saved an episode: it holds the work
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.1)
+    second = start()
+    out1, err1 = first.communicate(timeout=300)
+    out2, err2 = second.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, (err1[-2000:], err2[-2000:])
+    (v1, reused1), (v2, reused2) = json.loads(out1), json.loads(out2)
+    assert not reused1 and reused2 and v1 == v2
+    assert "another process is running rollout" in err2
+    assert len(lake.versions("trajectories")) == before + 1
