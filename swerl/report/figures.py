@@ -99,7 +99,7 @@ def eval_plots(run: Run) -> Section:
         return Section("eval-pass", title, "No data yet: no `evals` version in this run.")
     fig = Figure(figsize=(11, 4))
     left, right = fig.subplots(1, 2)
-    labels = [_eval_label(e) for e in run.evals]
+    labels = _eval_labels(run)
     p1 = [100 * e.summary["pass_at_1"] for e in run.evals]
     sem = [100 * e.summary["pass_at_1_sem"] for e in run.evals]
     pn = [100 * e.summary["pass_at_k"][str(e.summary["attempts"])] for e in run.evals]
@@ -137,12 +137,13 @@ def eval_terminations(run: Run) -> Section:
     shares = [_shares(e.summary["terminations"]) for e in run.evals]
     fig = Figure(figsize=(11, 3.5))
     ax = fig.subplots()
-    _stacked(ax, [_eval_label(e) for e in run.evals], shares)
+    labels = _eval_labels(run)
+    _stacked(ax, labels, shares)
     ax.set_ylabel("share of attempts")
     ax.set_title("Termination reasons per evaluated model")
     rows = [
-        {"model": _eval_label(e), **{k: v for k, v in sorted(e.summary["terminations"].items())}}
-        for e in run.evals
+        {"model": label, **{k: v for k, v in sorted(e.summary["terminations"].items())}}
+        for label, e in zip(labels, run.evals, strict=True)
     ]
     text = "submitted: the agent ran `submit`; max_turns / context_limit: cut by a limit."
     return Section("eval-terminations", title, text, png=_png(fig), table=rows)
@@ -153,12 +154,12 @@ def eval_by_repo(run: Run) -> Section:
     if not run.evals:
         return Section("eval-by-repo", title, "No data yet: no `evals` version in this run.")
     rows = []
-    for e in run.evals:
+    for label, e in zip(_eval_labels(run), run.evals, strict=True):
         n = str(e.summary["attempts"])
         for repo, r in e.summary["by_repo"].items():
             rows.append(
                 {
-                    "model": _eval_label(e),
+                    "model": label,
                     "repository": repo,
                     "tasks": r["tasks"],
                     "Pass@1 % ± SEM": f"{100 * r['pass_at_1']:.1f} ± {100 * r['pass_at_1_sem']:.1f}",
@@ -342,6 +343,16 @@ def _evals_by_sampling_iteration(run: Run) -> dict[int, Any]:
 
 def _eval_label(e) -> str:
     return e.model.label + (f" [{e.split}]" if e.split else "")
+
+
+def _eval_labels(run: Run) -> list[str]:
+    """A label per evaluation; a model evaluated on several task sets gets the set's name too."""
+    labels = [_eval_label(e) for e in run.evals]
+    counts = Counter(labels)
+    return [
+        f"{label} ({e.tasks})" if counts[label] > 1 else label
+        for label, e in zip(labels, run.evals, strict=True)
+    ]
 
 
 def _line(ax, xs: Sequence[int], ys: Sequence[float | None], title: str, label: str | None = None):

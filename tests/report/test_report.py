@@ -3,6 +3,7 @@ schemas), a run selected by its final model, a partial run and an empty lake."""
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 
@@ -12,7 +13,7 @@ from swerl.lake import Lake
 from swerl.report import build_report, report_figures
 from swerl.report.run import load_run
 
-from .run_lake import populate
+from .run_lake import _evaluate, populate
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -134,3 +135,22 @@ def test_partial_run_shows_what_exists(tmp_path, run):
     sections = by_key(report_figures(partial))
     assert not sections["training"].empty
     assert sections["stage-table"].empty and sections["rollouts"].empty
+
+
+def test_a_model_evaluated_on_two_task_sets_is_labelled_by_set(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    ids = populate(lake)
+    more = lake.write(
+        "tasks",
+        [{"instance_id": f"x-{t}", "repo": "toy/x", "base_commit": "0", "problem_statement": "."}
+         for t in range(8)],
+        stage="toy_build",
+        name="more-tasks",
+    )  # fmt: skip
+    _evaluate(lake, random.Random(1), more, ids["base"], 0.1)
+    rows = by_key(report_figures(lake, model=ids["rft"]))["eval-terminations"].table
+    assert [r["model"] for r in rows] == [
+        "base [eval] (toy-swe)",
+        "base [eval] (more-tasks)",
+        "RFT [eval]",
+    ]
