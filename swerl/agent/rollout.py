@@ -208,6 +208,24 @@ def load_recordings(
     return {i: [r[3] for r in sorted(found[i], key=lambda r: r[:3])] for i in instance_ids}
 
 
+def run_batched(
+    tasks: Iterable[Task],
+    generator: Generator,
+    chat: ChatFormat,
+    config: RolloutConfig,
+    *,
+    max_batch: int,
+    **kwargs: Any,
+) -> list[EpisodeRows]:
+    """`run_rollouts` with the concurrent episodes' requests batched into `generator` calls of
+    up to `max_batch` (a `BatchingGenerator`, closed when done). `kwargs`: run_rollouts'."""
+    batching = BatchingGenerator(generator, max_batch=max_batch)
+    try:
+        return run_rollouts(tasks, batching, chat, config, **kwargs)
+    finally:
+        batching.close()
+
+
 def run_rollouts(
     tasks: Iterable[Task],
     generator: BatchingGenerator | Replays | OpenAIChatGenerator,
@@ -565,19 +583,16 @@ def rollout(
                 device=device,
                 seed=generator_seed(seed, shard, len(finished)),
             )
-            batching = BatchingGenerator(gen, max_batch=max_batch)
-            try:
-                run_rollouts(
-                    task_list,
-                    batching,
-                    chat,
-                    config,
-                    policy_version=ref.id,
-                    skip=skip,
-                    on_episode=save,
-                )
-            finally:
-                batching.close()
+            run_batched(
+                task_list,
+                gen,
+                chat,
+                config,
+                max_batch=max_batch,
+                policy_version=ref.id,
+                skip=skip,
+                on_episode=save,
+            )
         if shard is not None:
             return RolloutOutput(None, None, False, len(finished))
         episodes = store.load_all()

@@ -40,12 +40,12 @@ from swerl.agent.rollout import (
     RolloutConfig,
     config_record,
     make_generator,
+    run_batched,
     run_rollouts,
 )
 from swerl.agent.store import EpisodeStore
 from swerl.evaluation.summary import summarize
 from swerl.inference.base import Generator
-from swerl.inference.batching import BatchingGenerator
 from swerl.inference.openai_chat import OpenAIChatGenerator
 from swerl.lake import Lake
 from swerl.swe.splits import select_tasks
@@ -228,19 +228,16 @@ def evaluate(
                 from swerl.agent.chat import ChatFormat
 
                 gen, chat = generator, ChatFormat(AutoTokenizer.from_pretrained(ref.path))
-            batching = BatchingGenerator(gen, max_batch=max_batch)
-            try:
-                run_rollouts(
-                    task_list,
-                    batching,
-                    chat,
-                    config,
-                    policy_version=model_id,
-                    skip=skip,
-                    on_episode=save,
-                )
-            finally:
-                batching.close()
+            run_batched(
+                task_list,
+                gen,
+                chat,
+                config,
+                max_batch=max_batch,
+                policy_version=model_id,
+                skip=skip,
+                on_episode=save,
+            )
 
         finished = store.load_all()
         rows = [finished[(t.instance_id, a)] for t in task_list for a in range(attempts)]
