@@ -42,11 +42,12 @@ Made to fit a tiny model trained on a CPU:
   37% do (256 train tasks, 2026-11-25);
 - RFT and DAPO attempt only tasks without a demonstration: on its own SFT tasks the base
   recited memorised fixes (66% resolved) and RFT on those successes lowered held-out Pass@1;
-  on unseen tasks (16% resolved) RFT raised it (0.180 -> 0.211 on 32 held-out tasks), though
-  in the run of these defaults only by +0.004 (0.219 -> 0.223).
-The goal is NOT met yet: every DAPO setting tried raised the resolve rate on the tasks it trains
-on and none raised held-out Pass@1 above the RFT policy's. README, "The learning benchmark",
-has the runs.
+  on unseen tasks RFT raises it (run A: 0.121 -> 0.188 on 64 held-out tasks x 4);
+- DAPO trains each iteration on fresh pool tasks: re-drawing 16 of the ~30 tasks the base
+  solved sometimes raised the resolve rate on those tasks only.
+The goal is NOT met yet: RFT clears its gap, but no DAPO setting tried raised held-out Pass@1
+above the RFT policy's beyond noise (the flipped control falls well below both). README, "The
+learning benchmark", has the runs.
 """
 
 from __future__ import annotations
