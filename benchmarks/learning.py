@@ -45,9 +45,9 @@ Made to fit a tiny model trained on a CPU:
   on unseen tasks RFT raises it (run A: 0.121 -> 0.188 on 64 held-out tasks x 4);
 - DAPO trains each iteration on fresh pool tasks: re-drawing 16 of the ~30 tasks the base
   solved sometimes raised the resolve rate on those tasks only.
-The goal is NOT met yet: RFT clears its gap, but no DAPO setting tried raised held-out Pass@1
-above the RFT policy's beyond noise (the flipped control falls well below both). README, "The
-learning benchmark", has the runs.
+The goal is NOT met yet: RFT cleared its gap in one of two runs (run A, not run B), and no DAPO
+setting tried raised held-out Pass@1 above the RFT policy's beyond noise (the flipped control
+falls well below both). README, "The learning benchmark", has the runs.
 """
 
 from __future__ import annotations
