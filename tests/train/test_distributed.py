@@ -3,6 +3,8 @@ gives the same model, optimizer state and metrics as one process, to float round
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +25,32 @@ from .test_update import CONFIG, CORPUS, MIXED, SPEC, trajectory_rows, write_tra
 # Two steps of 3 trajectories: the processes get 2 and 1 of each minibatch (uneven shares).
 TWO_STEPS = replace(CONFIG, batch_size=3, micro_batch_size=1)
 
+# Each process writes what it returned to its own file: two processes printing to one stdout pipe
+# can interleave their lines (CI once read "VERSIONS a bc d" from two such prints).
+REPORT = """
+import os, pathlib
+def report(*versions):
+    out = pathlib.Path(os.environ["SWERL_TEST_OUT"]) / f"rank{os.environ['RANK']}"
+    out.write_text(" ".join(versions))
+"""
+
+
+def launch_two(tmp_path, name, script, args, timeout=240, env=None):
+    """Run `script` in two processes under torchrun; return what each reported, by rank."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(REPORT) + textwrap.dedent(script))
+    out = tmp_path / f"{name}-out"
+    out.mkdir()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", str(path), *map(str, args)]  # fmt: skip
+    env = {**os.environ, **(env or {}), "SWERL_TEST_OUT": str(out)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reported = [(out / f"rank{rank}").read_text().split() for rank in range(2)]
+    assert reported[0] == reported[1], reported  # both processes return the same versions
+    return reported[0]
+
+
 SCRIPT = """
 import json, sys
 from swerl.lake import Lake
@@ -31,13 +59,11 @@ root, model, trajectories, config = sys.argv[1:5]
 config = json.loads(config)
 config["betas"] = tuple(config["betas"])
 version = update_policy(Lake(root), model, trajectories, 0, UpdateConfig(**config))
-print("VERSION", version.version, flush=True)
+report(version.version)
 """
 
 
 def test_two_processes_match_one(tmp_path):
-    import json
-
     tiny = build_tiny_model(tmp_path / "tiny", SPEC, CORPUS)
     one = Lake(tmp_path / "one")
     tv = write_trajectories(one, trajectory_rows(tiny, MIXED))
@@ -46,20 +72,12 @@ def test_two_processes_match_one(tmp_path):
 
     single = update_policy(one, str(tiny), tv, 0, TWO_STEPS)
 
-    script = tmp_path / "run_update.py"
-    script.write_text(textwrap.dedent(SCRIPT))
     # torchrun sets RANK / WORLD_SIZE, and accelerate's Accelerator picks MULTI_CPU (gloo) from
     # them; `accelerate launch --cpu --num_processes 2` would start one process (it needs MPI).
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(script), str(two.root), str(tiny), tv, json.dumps(asdict(TWO_STEPS)),
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    versions = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("VERSION")}
-    assert len(versions) == 1, done.stdout  # both processes return the one published version
+    args = [two.root, tiny, tv, json.dumps(asdict(TWO_STEPS))]
+    (version,) = launch_two(tmp_path, "run_update", SCRIPT, args)
     assert len(two.versions("models")) == 1
-    double = two.resolve("models", versions.pop())
+    double = two.resolve("models", version)
     assert double.manifest["info"]["processes"] == 2
     assert double.manifest["fingerprint"] == single.manifest["fingerprint"]
 
@@ -95,7 +113,7 @@ first = update_policy(Lake(root), model, trajectories, 0, config)
 second = update_policy(Lake(root), first.version, trajectories, 1, config)  # optimizer continued
 bf16 = replace(config, bf16=True, gradient_checkpointing=True)
 bf16 = update_policy(Lake(root), model, trajectories, 0, bf16)
-print("VERSIONS", first.version, second.version, bf16.version, flush=True)
+report(first.version, second.version, bf16.version)
 """
 
 
@@ -104,8 +122,6 @@ def test_fsdp_two_processes_match_one(tmp_path):
     sharded load from process 0, uneven shares with filler passes, summed gradients, gathered
     save, and a second round that continues the gathered optimizer state; plus a bf16 round
     (MixedPrecisionPolicy) with gradient checkpointing, close to the float32 one."""
-    import json
-    import os
 
     tiny = build_tiny_model(tmp_path / "tiny", SPEC, CORPUS)
     one = Lake(tmp_path / "one")
@@ -117,18 +133,10 @@ def test_fsdp_two_processes_match_one(tmp_path):
     single = [update_policy(one, str(tiny), tv, 0, TWO_STEPS)]
     single.append(update_policy(one, single[0].version, tv, 1, TWO_STEPS))
 
-    script = tmp_path / "run_fsdp.py"
-    script.write_text(textwrap.dedent(FSDP_SCRIPT))
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(script), str(two.root), str(tiny), tv, json.dumps(asdict(TWO_STEPS)),
-    ]  # fmt: skip
-    env = {**os.environ, "ACCELERATE_USE_FSDP": "true"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    printed = {line for line in done.stdout.splitlines() if line.startswith("VERSIONS")}
-    assert len(printed) == 1, done.stdout  # both processes return the same three versions
-    *sharded, bf16 = (two.resolve("models", v) for v in printed.pop().split()[1:])
+    args = [two.root, tiny, tv, json.dumps(asdict(TWO_STEPS))]
+    reported = launch_two(tmp_path, "run_fsdp", FSDP_SCRIPT, args, timeout=300,
+                          env={"ACCELERATE_USE_FSDP": "true"})  # fmt: skip
+    *sharded, bf16 = (two.resolve("models", v) for v in reported)
     assert len(two.versions("models")) == 3
 
     base = AutoModelForCausalLM.from_pretrained(tiny).state_dict()
@@ -180,7 +188,7 @@ from swerl.train.rft import RFTConfig, train_rft
 root, model, trajectories = sys.argv[1:4]
 config = RFTConfig(batch_size=2, micro_batch_size=1, lr=3e-3, warmup_steps=0, epochs=3)
 version = train_rft(Lake(root), model, [trajectories], config)
-print("VERSION", version.version, flush=True)
+report(version.version)
 """
 
 
@@ -191,15 +199,9 @@ def test_rft_in_two_processes(tmp_path):
     lake = Lake(tmp_path / "lake")
     rows = trajectory_rows(tiny, {"t1": [1.0, 1.0], "t2": [1.0, 0.0]}, stage="rft")
     tv = lake.write("trajectories", rows, stage="collect_rft")
-    script = tmp_path / "run_rft.py"
-    script.write_text(textwrap.dedent(RFT_SCRIPT))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(script), str(lake.root), str(tiny), tv]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    versions = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("VERSION")}
-    assert len(versions) == 1 and len(lake.versions("models")) == 1
-    version = lake.resolve("models", versions.pop())
+    (version,) = launch_two(tmp_path, "run_rft", RFT_SCRIPT, [lake.root, tiny, tv])
+    assert len(lake.versions("models")) == 1
+    version = lake.resolve("models", version)
     assert version.manifest["info"]["processes"] == 2
     # 3 resolved trajectories, 2 per step over 2 processes, 3 epochs: 2 steps per epoch
     metrics = lake.read("train_metrics").to_pylist()
