@@ -6,8 +6,8 @@
 
 Stages, each a library call on one lake (`--data`, a temporary one by default; re-running on
 the same lake reuses every finished stage by its fingerprint):
-1. the toy suite (train / eval splits) and a tiny model whose tokenizer is trained on swerl's
-   source, the prompts and the train split's text (never the eval split's), warmed up to copy;
+1. the toy suite (train / eval splits) and a tiny model whose tokenizer is trained on the
+   prompts and the train split's text (never the eval split's), warmed up to copy;
 2. base policy: a short SFT (`train_rft`) on scripted demonstrations of the first `demo_tasks`
    train tasks (`swerl.train.demos`: gold patches played as episodes, imperfect on purpose);
    the other train tasks are the RL pool (a `task_pool` version), tasks the base never saw;
@@ -69,7 +69,7 @@ from swerl.evaluation.evaluate import evaluate
 from swerl.inference.base import SamplingParams
 from swerl.lake import Lake
 from swerl.models.tiny import STAGE as TINY_STAGE
-from swerl.models.tiny import TinySpec, build_tiny_model, default_corpus
+from swerl.models.tiny import TinySpec, build_tiny_model, prompt_corpus
 from swerl.swe.pool import pool_rows
 from swerl.swe.splits import select_tasks
 from swerl.swe.task import load_tasks
@@ -211,8 +211,9 @@ class Clock:
 
 
 def tiny_model(lake: Lake, s: Settings, train_tasks: str) -> str:
-    """The untrained policy: a Qwen2-style tiny model whose BPE tokenizer saw swerl's source, the
-    prompts and the train split's repositories and issues."""
+    """The untrained policy: a Qwen2-style tiny model whose BPE tokenizer saw the prompts and the
+    train split's repositories and issues. Not swerl's source (`default_corpus`): the model would
+    change with every commit, and fixed seeds would not give the same table."""
     spec = TinySpec(
         vocab_size=s.vocab,
         hidden_size=s.hidden,
@@ -224,7 +225,7 @@ def tiny_model(lake: Lake, s: Settings, train_tasks: str) -> str:
         seed=s.seed,
         copy_steps=s.copy_steps,
     )
-    parameters = {**asdict(spec), "corpus": "swerl source + prompts + train split text"}
+    parameters = {**asdict(spec), "corpus": "prompts + train split text"}
     inputs = {"tasks": train_tasks}
     name = "learning-tiny"
     fp = lake.fingerprint(
@@ -233,7 +234,7 @@ def tiny_model(lake: Lake, s: Settings, train_tasks: str) -> str:
     done = lake.find("models", fp)
     if done is not None:
         return done.version
-    corpus = default_corpus()
+    corpus = prompt_corpus()
     for t in load_tasks(train_tasks, root=lake.root):
         corpus += [t.problem_statement, *(t.repo_files or {}).values()]
     with lake.directory(

@@ -81,13 +81,20 @@ class TinySpec:
 
 
 def default_corpus() -> list[str]:
-    """The text of swerl's own source and prompts: local, and close to what agents read."""
+    """The text of swerl's own source and prompts: local, and close to what agents read. It
+    changes with swerl's source, and so does a tokenizer trained on it: for a model that must be
+    the same at every commit, train on `prompt_corpus()` and the tasks' own text instead."""
     root = Path(swerl.__file__).resolve().parent
-    texts = [p.read_text() for p in sorted(root.rglob("*.py"))]
-    prompts = root.parent / "configs" / "prompts"
-    if prompts.is_dir():
-        texts += [p.read_text() for p in sorted(prompts.rglob("*")) if p.is_file()]
-    return texts
+    return [p.read_text() for p in sorted(root.rglob("*.py"))] + prompt_corpus()
+
+
+def prompt_corpus() -> list[str]:
+    """The text of the prompt files under configs/prompts (none if swerl is installed without
+    its configs)."""
+    prompts = Path(swerl.__file__).resolve().parents[1] / "configs" / "prompts"
+    if not prompts.is_dir():
+        return []
+    return [p.read_text() for p in sorted(prompts.rglob("*")) if p.is_file()]
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:

@@ -148,3 +148,20 @@ def test_copying_warm_up_teaches_a_random_model_to_repeat_a_span():
         for _ in range(11):  # continue the repeat greedily after its first token
             ids = torch.cat([ids, model(input_ids=ids).logits[:, -1:].argmax(-1)], 1)
     assert (ids[:, -11:] == span[:, 1:]).float().mean() > 0.8
+
+
+def test_prompt_corpus_is_the_prompt_files_and_no_source():
+    """The learning benchmark's tokenizer trains on `prompt_corpus()` so that its model does not
+    change with swerl's source; `default_corpus()` is the source plus the same prompts."""
+    from pathlib import Path
+
+    from swerl.models.tiny import default_corpus, prompt_corpus
+
+    prompts = Path(__file__).resolve().parents[2] / "configs" / "prompts"
+    expected = [p.read_text() for p in sorted(prompts.rglob("*")) if p.is_file()]
+    corpus = prompt_corpus()
+    assert corpus == expected and (prompts / "tiny" / "system.md").read_text() in corpus
+    assert not any("def prompt_corpus" in text for text in corpus)
+    full = default_corpus()
+    assert full[-len(corpus) :] == corpus
+    assert any("def prompt_corpus" in text for text in full[: -len(corpus)])
