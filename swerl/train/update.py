@@ -52,7 +52,10 @@ in the same precision as pi_theta, so the first step's ratio is exactly 1. The l
 parameters).
 
 Where we deviate from, or add to, the paper: see the README, "The DAPO update" (sample std, tolerance, optional TIS).
-The last minibatch of an epoch may be smaller than `batch_size` (it is kept, not dropped).
+The kept samples are cut into ceil(kept / `batch_size`) minibatches of near-equal size (72 kept
+with batch 64: two of 36), not full ones and a remainder: Adam's step has about the same size
+whatever the minibatch, and a remainder of a few samples would be a full step on a noisy
+gradient. Nothing is dropped.
 """
 
 from __future__ import annotations
@@ -110,7 +113,8 @@ class UpdateConfig:
     eps_high: float = 0.28
     """Upper clip (clip-higher): 1 + eps_high. The paper: 0.3 in stage 1, 0.26 in stage 2."""
     batch_size: int = 128
-    """Trajectories per optimizer step (the paper: 128 in stage 1, 256 in stage 2)."""
+    """Most trajectories per optimizer step (the paper: 128 in stage 1, 256 in stage 2); the kept
+    samples are cut into ceil(kept / batch_size) near-equal minibatches."""
     micro_batch_size: int = 1
     """Trajectories per forward/backward on one process; bounds memory, not the math."""
     lr: float = 1e-6
@@ -267,9 +271,7 @@ def update_policy(
     order = torch.randperm(
         len(samples), generator=torch.Generator().manual_seed(config.seed * 100_003 + iteration)
     ).tolist()
-    minibatches = [
-        order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)
-    ]
+    minibatches = _even_minibatches(order, config.batch_size)
     shares = [[mb[p :: acc.num_processes] for mb in minibatches] for p in range(acc.num_processes)]
     mine = shares[acc.process_index]
     run = _Runner(net, config, tokenizer, acc, sharded)
@@ -651,6 +653,14 @@ def _compute_old_logprobs(
     if n == 0:
         return {"sampler_gap_abs": None, "sampler_kl": None}
     return {"sampler_gap_abs": float(sums[1]) / n, "sampler_kl": float(sums[2]) / n}
+
+
+def _even_minibatches(order: list[int], batch_size: int) -> list[list[int]]:
+    """`order` cut into ceil(len / batch_size) consecutive minibatches whose sizes differ by at
+    most one."""
+    steps = math.ceil(len(order) / batch_size)
+    bounds = [len(order) * i // steps for i in range(steps + 1)]
+    return [order[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def _train_minibatch(

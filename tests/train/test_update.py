@@ -167,12 +167,15 @@ def test_update_learns_in_the_direction_of_the_advantage(tiny, tmp_path):
     again = update_policy(lake, str(tiny), tv, 0, CONFIG)
     assert again.version == version.version and len(lake.versions("models")) == 1
 
-    # the next round continues from the version (and its optimizer state), two steps this time
+    # the next round continues from the version (and its optimizer state), two steps this time:
+    # 5 kept samples with batch 4 are two near-equal minibatches (2 and 3), not 4 and a lone 1
     rows1 = trajectory_rows(tiny, MIXED, iteration=1, policy_version=version.version)
     tv1 = write_trajectories(lake, rows1)
-    v2 = update_policy(lake, version.version, tv1, 1, replace(CONFIG, batch_size=3))
+    v2 = update_policy(lake, version.version, tv1, 1, replace(CONFIG, batch_size=4))
     state = torch.load(v2.path / "optimizer.pt", weights_only=True)
     assert {s["step"].item() for s in state["state"].values()} == {3.0}  # 1 + 2 steps
+    steps = lake.read("train_metrics", v2.manifest["info"]["train_metrics"]).to_pylist()
+    assert sorted(r["kept_samples"] for r in steps) == [2, 3]
     assert v2.manifest["info"]["parent"] == version.version
 
 
