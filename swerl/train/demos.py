@@ -17,6 +17,14 @@ Imperfect on purpose (seeded per task and sample): with probability `detour_rate
 one wasted turn (`ls`, a look at the test file, or running the issue's example); with probability
 `wide_rate` an edit rewrites one unchanged line above the fix as well. Both still resolve the
 task; a demo that does not (a bug in this module) raises, it is never stored as a success.
+
+A bad habit on purpose (`give_up_rate`, default 0): with that probability the demo opens the buggy
+file and then submits it unchanged (`GIVE_UP`). Such a demo is graded like any episode and stored
+as what it is, unresolved (reward 0); a give-up demo that resolves raises. Behaviour cloning of all
+demos (`RFTConfig(resolved_only=False)`) gives a policy that gives up on about that share of tasks
+at one early decision, a habit whose cost only the reward shows: rejection fine-tuning on its own
+successes and DAPO should unlearn it, and the flipped-advantage control should not (the learning
+benchmark, issue 8).
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ FAMILY_REASON = {
     "wrong_exception": "It raises the wrong exception type.",
     "formatting": "It formats the text the wrong way.",
 }
+GIVE_UP = "The code looks right to me. I will submit it as it is."
 
 
 class DemoError(RuntimeError):
@@ -63,6 +72,9 @@ class DemoConfig:
     """Probability of one wasted turn before the fix."""
     wide_rate: float = 0.2
     """Probability that an edit also rewrites the unchanged line above the fix."""
+    give_up_rate: float = 0.0
+    """Probability that the demo opens the buggy file and submits it unchanged (an unresolved
+    demo: the scripted bad habit, see the module docstring)."""
     seed: int = 0
     """Seed of the imperfections (mixed with the task and sample)."""
     backend: str = "local"
@@ -77,8 +89,8 @@ class DemoConfig:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.fix not in ("edit", "replace"):
             raise ValueError(f"fix must be edit or replace, got {self.fix!r}")
-        if not (0 <= self.detour_rate <= 1 and 0 <= self.wide_rate <= 1):
-            raise ValueError("detour_rate and wide_rate must be probabilities")
+        if not all(0 <= p <= 1 for p in (self.detour_rate, self.wide_rate, self.give_up_rate)):
+            raise ValueError("detour_rate, wide_rate and give_up_rate must be probabilities")
 
 
 @dataclass(frozen=True)
@@ -179,6 +191,7 @@ def demo_messages(task: Task, rng: random.Random, config: DemoConfig) -> list[st
     if rng.random() < config.detour_rate:
         at = rng.randrange(len(out))  # before the last `open`: the open file stays the bug file
         out.insert(at, _detour(task, files, rng))
+    located = len(out)  # the messages up to the buggy file's `open`
     lines = files[bug_file].splitlines(keepends=True)
     reason = FAMILY_REASON.get(meta["family"], "It does not do what its docstring says.")
     current = dict(files)  # the files as the fixes so far left them (edits run bottom-up)
@@ -199,8 +212,15 @@ def demo_messages(task: Task, rng: random.Random, config: DemoConfig) -> list[st
                 f"edit {target}{start}:{e.end} <<'EOF'\n{text}EOF",
             )
         )
+    if config.give_up_rate and rng.random() < config.give_up_rate:
+        return [*out[:located], _say(GIVE_UP, "submit")]
     out.append(_say("The fix is in place.", "submit"))
     return out
+
+
+def gives_up(messages: Sequence[str]) -> bool:
+    """Whether a demo's messages are a give-up demo (`give_up_rate`)."""
+    return bool(messages) and messages[-1].startswith(GIVE_UP)
 
 
 TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
@@ -311,25 +331,21 @@ def build_demos(
 ) -> list[EpisodeRows]:
     """`config.samples` played and graded demonstrations per task, in task and sample order,
     `workers` at a time (sandboxes and grading are subprocesses); raises `DemoError` when one
-    does not resolve its task."""
+    does not resolve its task, or when a give-up demo does."""
     jobs = [(task, s) for task in tasks for s in range(config.samples)]
 
     def one(job: tuple[Task, int]) -> EpisodeRows:
         task, s = job
         rng = random.Random(f"demo:{config.seed}:{task.instance_id}:{s}")
-        rows = play_demo(
-            task,
-            demo_messages(task, rng, config),
-            chat,
-            rollout,
-            sample=s,
-            policy_version=policy_version,
-        )
+        messages = demo_messages(task, rng, config)
+        rows = play_demo(task, messages, chat, rollout, sample=s, policy_version=policy_version)
         t = rows.trajectory
-        if not t["resolved"] or t["termination"] != "submitted":
+        expected = not gives_up(messages)
+        if bool(t["resolved"]) != expected or t["termination"] != "submitted":
             raise DemoError(
-                f"task {task.instance_id}: demo {s} ended {t['termination']} with grade "
-                f"{t['grade_outcome']} (error: {t.get('error')}); messages: {t['messages']}"
+                f"task {task.instance_id}: {'' if expected else 'give-up '}demo {s} ended "
+                f"{t['termination']} with grade {t['grade_outcome']} (error: {t.get('error')}); "
+                f"messages: {t['messages']}"
             )
         return rows
 

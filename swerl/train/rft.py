@@ -6,7 +6,8 @@
 
 How:
 1. `rft_examples`: keep the resolved trajectories of the given versions (at most `max_per_task`
-   per task, the first by trajectory id); the loss covers the sampled assistant tokens
+   per task, the first by trajectory id; `resolved_only=False` keeps them all, for behaviour
+   cloning of demonstrations); the loss covers the sampled assistant tokens
    (`loss_mask`), except the assistant turns that had a format error: those are masked out of the
    loss and stay in the context. Turn k of a trajectory is the k-th maximal run of loss_mask == 1
    in token order; format errors come from the `turns` dataset (trajectory_id, turn, format_error).
@@ -69,6 +70,10 @@ class RFTConfig:
     """Longest trajectory (tokens) kept; longer ones are dropped, not truncated."""
     max_per_task: int | None = None
     """Cap of kept trajectories per task (None: all resolved ones)."""
+    resolved_only: bool = True
+    """Keep only resolved trajectories (rejection fine-tuning). False: keep every trajectory
+    given, resolved or not (behaviour cloning of demonstrations that include scripted failures,
+    as the learning benchmark's base SFT does; `swerl.train.demos`, `give_up_rate`)."""
     max_grad_norm: float = 1.0
     """Clip of the global gradient norm."""
     bf16: bool = False
@@ -129,17 +134,21 @@ def assistant_turn_spans(loss_mask: Sequence[int]) -> list[tuple[int, int]]:
 def rft_examples(
     trajectories: pa.Table, turns: pa.Table | None, config: RFTConfig, source: str
 ) -> RFTData:
-    """Examples {input_ids, assistant_masks} from the resolved trajectories (see module doc)."""
+    """Examples {input_ids, assistant_masks} from the resolved trajectories, or from all of them
+    with `config.resolved_only` false (see module doc)."""
     resolved = trajectories.filter(pc.fill_null(trajectories["resolved"], False))
     counts = {"trajectories": trajectories.num_rows, "resolved": resolved.num_rows}
-    if resolved.num_rows == 0:
+    if config.resolved_only and resolved.num_rows == 0:
         raise RFTDataError(f"{source}: none of the {trajectories.num_rows} trajectories resolved")
-    rows = sorted(resolved.to_pylist(), key=lambda r: (r["instance_id"], r["trajectory_id"]))
+    if trajectories.num_rows == 0:
+        raise RFTDataError(f"{source}: no trajectories")
+    kept = resolved if config.resolved_only else trajectories
+    rows = sorted(kept.to_pylist(), key=lambda r: (r["instance_id"], r["trajectory_id"]))
     for column in ("token_ids", "loss_mask"):
         missing = [r["trajectory_id"] for r in rows if r[column] is None]
         if missing:
             raise RFTDataError(
-                f"{source}: {len(missing)} resolved trajectories have no {column} (text-only "
+                f"{source}: {len(missing)} kept trajectories have no {column} (text-only "
                 f"generator {rows[0]['generator']!r}?), e.g. {missing[:3]}"
             )
     bad = [r["trajectory_id"] for r in rows if len(r["loss_mask"]) != len(r["token_ids"])]

@@ -15,10 +15,12 @@ from swerl.swe.task import Task
 from swerl.swe.toy import generate_task
 from swerl.swe.toy.build import task_row
 from swerl.train.demos import (
+    GIVE_UP,
     DemoConfig,
     DemoError,
     build_demos,
     demo_messages,
+    gives_up,
     minimal_replacement,
     patch_edits,
 )
@@ -113,6 +115,31 @@ def test_replace_demos_resolve_every_family(chat):
         said = [m["content"] for m in t["messages"] if m["role"] == "assistant"]
         assert any("```command\nreplace " in m for m in said)
         assert not any("\nedit " in m for m in said)
+
+
+def test_give_up_demos_open_the_file_submit_it_unchanged_and_are_stored_unresolved(chat, tasks):
+    rollout = RolloutConfig(stage="rft", samples=1, backend="local", episode=EpisodeConfig())
+    config = DemoConfig(fix="replace", detour_rate=0.0, give_up_rate=1.0)
+    episodes = build_demos(tasks, chat, rollout, config, policy_version="t")
+    for task, ep in zip(tasks, episodes, strict=True):
+        t = ep.trajectory
+        said = [m["content"] for m in t["messages"] if m["role"] == "assistant"]
+        fixed = demo_messages(task, random.Random(0), DemoConfig(fix="replace", detour_rate=0.0))
+        # the same steps up to the buggy file's `open`, then a submit instead of the fix
+        assert said[:-1] == fixed[: len(said) - 1] and said[-2].endswith(
+            f"open {task.meta['bug_file']}\n```"
+        )
+        assert gives_up(said) and said[-1] == f"{GIVE_UP}\n```command\nsubmit\n```"
+        assert not t["resolved"] and t["reward"] == 0.0 and t["termination"] == "submitted"
+        assert not gives_up(fixed)
+    # the rate is a probability per demo, seeded: about half of 40 draws give up at 0.5
+    half = DemoConfig(fix="replace", give_up_rate=0.5)
+    share = sum(
+        gives_up(demo_messages(tasks[0], random.Random(f"demo:0:x:{s}"), half)) for s in range(40)
+    )
+    assert 10 <= share <= 30
+    with pytest.raises(ValueError, match="give_up_rate must be probabilities"):
+        DemoConfig(give_up_rate=1.5)
 
 
 def test_a_task_without_toy_meta_is_refused(tasks):

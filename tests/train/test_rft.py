@@ -89,8 +89,19 @@ def test_examples_keep_resolved_and_mask_format_error_turns(rows):
             "test",
         )
     rows[1]["token_ids"] = None
-    with pytest.raises(RFTDataError, match="1 resolved trajectories have no token_ids"):
+    with pytest.raises(RFTDataError, match="1 kept trajectories have no token_ids"):
         rft_examples(pa.Table.from_pylist(rows), turns, CONFIG, "test")
+
+
+def test_examples_with_resolved_only_false_keep_every_trajectory(rows):
+    table = pa.Table.from_pylist(rows)
+    everything = rft_examples(table, None, replace(CONFIG, resolved_only=False), "test")
+    assert sorted(everything.trajectory_ids) == sorted(r["trajectory_id"] for r in rows)
+    assert everything.counts == {**everything.counts, "resolved": 4, "kept": 6}
+    failed = pa.Table.from_pylist([dict(r) for r in rows if not r["resolved"]])
+    assert len(rft_examples(failed, None, replace(CONFIG, resolved_only=False), "x").examples) == 2
+    with pytest.raises(RFTDataError, match="x: none of the 2 trajectories resolved"):
+        rft_examples(failed, None, CONFIG, "x")
 
 
 def test_rft_lowers_the_loss_and_writes_a_loadable_version(tiny, rows, tmp_path):
