@@ -79,7 +79,7 @@ from swerl.swe.task import load_tasks
 from swerl.swe.toy import publish_toy_suite
 from swerl.train.checkpoint import resolve_model
 from swerl.train.dapo import group_advantages, nonzero_advantage_mask
-from swerl.train.demos import DemoConfig, publish_demos
+from swerl.train.demos import GIVE_UP, DemoConfig, publish_demos
 from swerl.train.rft import RFTConfig, train_rft
 from swerl.train.schedule import pool_ids, refilter_pool
 from swerl.train.update import UpdateConfig, UpdateError, update_policy
@@ -129,6 +129,10 @@ class Settings:
     demo_samples: int = 1
     demo_fix: str = "replace"
     """How demonstrations type the fix: replace (short SEARCH/REPLACE) or edit (line range)."""
+    give_up: float = 0.4
+    """Share of demonstrations that open the buggy file and submit it unchanged (unresolved,
+    `DemoConfig.give_up_rate`); the base SFT clones them all (`resolved_only=False`), so the base
+    has a bad habit that only the reward reveals. 0: every demonstration resolves its task."""
     sft_epochs: float = 20.0
     sft_lr: float = 3e-3
     sft_batch: int = 8
@@ -267,12 +271,13 @@ def eval_stage(lake: Lake, s: Settings, model: str, eval_tasks: str, label: str)
     )
     summary = dict(out.summary)
     summary["names_bug_file"] = names_bug_file(lake, out.evals, eval_tasks)
+    summary["gave_up"] = gave_up_share(lake, "evals", out.evals)
     summary["by_family"] = resolved_by_family(lake, out.evals, eval_tasks)
     print(
         f"  {label}: Pass@1 {summary['pass_at_1']:.3f} +- {summary['pass_at_1_sem']:.3f}, "
         f"Pass@{s.attempts} {summary['pass_at_k'][str(s.attempts)]:.3f}, mean turns "
         f"{summary['mean_turns']:.1f}, submit rate {summary['submit_rate']:.2f}, commands naming "
-        f"the bug's file {summary['names_bug_file']:.2f}, terminations {summary['terminations']}",
+        f"the bug's file {summary['names_bug_file']:.2f}, gave up {summary['gave_up']:.2f}, terminations {summary['terminations']}",
         flush=True,
     )
     print(f"  {label}: resolved by bug family {json.dumps(summary['by_family'])}", flush=True)
@@ -291,6 +296,18 @@ def resolved_by_family(lake: Lake, evals: str, tasks: str) -> dict[str, str]:
         c[0] += bool(r["resolved"])
         c[1] += 1
     return {f: f"{c[0]}/{c[1]}" for f, c in sorted(counts.items())}
+
+
+def gave_up_share(lake: Lake, dataset: str, version: str) -> float:
+    """Share of episodes (`evals` or `trajectories` rows) with an assistant message that starts
+    like the give-up demonstrations (`swerl.train.demos.GIVE_UP`): the scripted bad habit."""
+    rows = lake.read(dataset, version, columns=["messages"])["messages"].to_pylist()
+    cue = GIVE_UP.split(".")[0]  # "The code looks right to me"
+    hits = sum(
+        any(m["role"] == "assistant" and m["content"].startswith(cue) for m in messages)
+        for messages in rows
+    )
+    return hits / len(rows) if rows else 0.0
 
 
 def names_bug_file(lake: Lake, evals: str, tasks: str) -> float:
@@ -323,6 +340,7 @@ def rollout_stats(lake: Lake, version: str) -> dict:
         "mean_reward": sum(rewards) / n,
         "mean_turns": sum(t["turns"].to_pylist()) / n,
         "zero_adv_share": 1 - kept / n,
+        "gave_up": gave_up_share(lake, "trajectories", version),
     }
 
 
@@ -498,7 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     record = json.loads((resolve_model(lake, tiny).path / "swerl_tiny.json").read_text())
     if "copy_loss" in record:  # ~ln(vocab) if copying was not learned, ~0.1 if it was
         print(f"  copying warm-up loss: {json.dumps(record['copy_loss'])}", flush=True)
-    demo_cfg = DemoConfig(samples=s.demo_samples, seed=s.seed, fix=s.demo_fix)
+    demo_cfg = DemoConfig(
+        samples=s.demo_samples, seed=s.seed, fix=s.demo_fix, give_up_rate=s.give_up
+    )
     demos_t, demos_u = clock.run(
         "demos",
         publish_demos,
@@ -516,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup_steps=5,
         weight_decay=0.0,
         seed=s.seed,
+        resolved_only=False,  # behaviour cloning: the give-up demos too
     )
     base = clock.run(
         "base SFT", train_rft, lake, tiny, [demos_t], sft, turns_version=demos_u,
@@ -591,12 +612,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(s: Settings, table: dict, runs: dict, clock: Clock) -> int:
     k = str(s.attempts)
-    print(f"\n| stage | Pass@1 | SEM | Pass@{k} | mean turns | submit rate |")
-    print("|---|---|---|---|---|---|")
+    print(f"\n| stage | Pass@1 | SEM | Pass@{k} | mean turns | submit rate | gave up |")
+    print("|---|---|---|---|---|---|---|")
     for stage, m in table.items():
         print(
             f"| {stage} | {m['pass_at_1']:.3f} | {m['pass_at_1_sem']:.3f} | "
-            f"{m['pass_at_k'][k]:.3f} | {m['mean_turns']:.2f} | {m['submit_rate']:.2f} |"
+            f"{m['pass_at_k'][k]:.3f} | {m['mean_turns']:.2f} | {m['submit_rate']:.2f} | "
+            f"{m['gave_up']:.2f} |"
         )
     stages = [x for x in ("base", "rft", "dapo") if x in table]
     goal = True
