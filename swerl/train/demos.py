@@ -18,13 +18,17 @@ one wasted turn (`ls`, a look at the test file, or running the issue's example);
 `wide_rate` an edit rewrites one unchanged line above the fix as well. Both still resolve the
 task; a demo that does not (a bug in this module) raises, it is never stored as a success.
 
-A bad habit on purpose (`give_up_rate`, default 0): with that probability the demo opens the buggy
-file and then submits it unchanged (`GIVE_UP`). Such a demo is graded like any episode and stored
-as what it is, unresolved (reward 0); a give-up demo that resolves raises. Behaviour cloning of all
-demos (`RFTConfig(resolved_only=False)`) gives a policy that gives up on about that share of tasks
-at one early decision, a habit whose cost only the reward shows: rejection fine-tuning on its own
-successes and DAPO should unlearn it, and the flipped-advantage control should not (the learning
-benchmark, issue 8).
+Bad habits on purpose (both default 0; one uniform draw per demo picks at most one): with
+probability `give_up_rate` the demo opens the buggy file and then submits it unchanged
+(`GIVE_UP`, reward 0); with probability `dither_rate` it opens the buggy file and then looks
+around (`DITHER`: `ls`, `grep`) until the episode runs out of turns (reward -1 with the turn
+penalty). Such a demo is graded like any episode and stored as what it is, unresolved; one that
+resolves, or ends otherwise, raises. Behaviour cloning of all demos
+(`RFTConfig(resolved_only=False)`) gives a policy with that habit at one early decision, whose
+cost only the reward shows: rejection fine-tuning on its own successes and DAPO should unlearn
+it, and the flipped-advantage control should not (the learning benchmark, issue 8). Dithering is
+the habit both parts of the reward agree on (no success, and the turn penalty's -1); giving up
+scores 0, above a failure that runs out of turns, so DAPO's groups with no success favour it.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ FAMILY_REASON = {
     "formatting": "It formats the text the wrong way.",
 }
 GIVE_UP = "The code looks right to me. I will submit it as it is."
+DITHER = "I am not sure yet. Let me look around more."
 
 
 class DemoError(RuntimeError):
@@ -74,7 +79,10 @@ class DemoConfig:
     """Probability that an edit also rewrites the unchanged line above the fix."""
     give_up_rate: float = 0.0
     """Probability that the demo opens the buggy file and submits it unchanged (an unresolved
-    demo: the scripted bad habit, see the module docstring)."""
+    demo: a scripted bad habit, see the module docstring)."""
+    dither_rate: float = 0.0
+    """Probability that the demo opens the buggy file and then looks around until it runs out of
+    turns (the other scripted bad habit; `give_up_rate + dither_rate` <= 1)."""
     seed: int = 0
     """Seed of the imperfections (mixed with the task and sample)."""
     backend: str = "local"
@@ -89,8 +97,12 @@ class DemoConfig:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.fix not in ("edit", "replace"):
             raise ValueError(f"fix must be edit or replace, got {self.fix!r}")
-        if not all(0 <= p <= 1 for p in (self.detour_rate, self.wide_rate, self.give_up_rate)):
-            raise ValueError("detour_rate, wide_rate and give_up_rate must be probabilities")
+        rates = (self.detour_rate, self.wide_rate, self.give_up_rate, self.dither_rate)
+        if not all(0 <= p <= 1 for p in rates) or self.give_up_rate + self.dither_rate > 1:
+            raise ValueError(
+                "detour_rate, wide_rate, give_up_rate and dither_rate must be probabilities, "
+                "give_up_rate + dither_rate at most 1"
+            )
 
 
 @dataclass(frozen=True)
@@ -149,8 +161,11 @@ def _say(reason: str, command: str) -> str:
     return f"{reason}\n```command\n{command}\n```"
 
 
-def demo_messages(task: Task, rng: random.Random, config: DemoConfig) -> list[str]:
-    """The assistant messages of one demonstration of `task` (see the module docstring)."""
+def demo_messages(
+    task: Task, rng: random.Random, config: DemoConfig, max_turns: int | None = None
+) -> list[str]:
+    """The assistant messages of one demonstration of `task` (see the module docstring); a
+    dithering demo needs the episode's `max_turns` (it looks around until they run out)."""
     meta = task.meta or {}
     files = task.repo_files or {}
     for key in ("bug_file", "bug_function", "issue_function", "family", "difficulty"):
@@ -212,8 +227,24 @@ def demo_messages(task: Task, rng: random.Random, config: DemoConfig) -> list[st
                 f"edit {target}{start}:{e.end} <<'EOF'\n{text}EOF",
             )
         )
-    if config.give_up_rate and rng.random() < config.give_up_rate:
+    habit = rng.random() if config.give_up_rate or config.dither_rate else 1.0
+    if habit < config.give_up_rate:
         return [*out[:located], _say(GIVE_UP, "submit")]
+    if habit < config.give_up_rate + config.dither_rate:
+        if max_turns is None or max_turns <= located:
+            raise DemoError(
+                f"task {task.instance_id}: a dithering demo needs max_turns above its "
+                f"{located} locating turns, got {max_turns}"
+            )
+        looks = [
+            "ls",
+            f"ls {package}",
+            f'grep -rn "def {bug_fn}" {package}',
+            f"grep -n return {bug_file}",
+        ]
+        return [*out[:located]] + [
+            _say(DITHER, rng.choice(looks)) for _ in range(max_turns - located)
+        ]
     out.append(_say("The fix is in place.", "submit"))
     return out
 
@@ -221,6 +252,11 @@ def demo_messages(task: Task, rng: random.Random, config: DemoConfig) -> list[st
 def gives_up(messages: Sequence[str]) -> bool:
     """Whether a demo's messages are a give-up demo (`give_up_rate`)."""
     return bool(messages) and messages[-1].startswith(GIVE_UP)
+
+
+def dithers(messages: Sequence[str]) -> bool:
+    """Whether a demo's messages are a dithering demo (`dither_rate`)."""
+    return bool(messages) and messages[-1].startswith(DITHER)
 
 
 TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
@@ -331,21 +367,24 @@ def build_demos(
 ) -> list[EpisodeRows]:
     """`config.samples` played and graded demonstrations per task, in task and sample order,
     `workers` at a time (sandboxes and grading are subprocesses); raises `DemoError` when one
-    does not resolve its task, or when a give-up demo does."""
+    does not resolve its task, or when a give-up or dithering demo does or ends otherwise."""
     jobs = [(task, s) for task in tasks for s in range(config.samples)]
 
     def one(job: tuple[Task, int]) -> EpisodeRows:
         task, s = job
         rng = random.Random(f"demo:{config.seed}:{task.instance_id}:{s}")
-        messages = demo_messages(task, rng, config)
+        messages = demo_messages(task, rng, config, rollout.episode.max_turns)
         rows = play_demo(task, messages, chat, rollout, sample=s, policy_version=policy_version)
         t = rows.trajectory
-        expected = not gives_up(messages)
-        if bool(t["resolved"]) != expected or t["termination"] != "submitted":
+        kind, resolves, ends = "", True, "submitted"
+        if gives_up(messages):
+            kind, resolves = "give-up ", False
+        elif dithers(messages):
+            kind, resolves, ends = "dithering ", False, "max_turns"
+        if bool(t["resolved"]) != resolves or t["termination"] != ends:
             raise DemoError(
-                f"task {task.instance_id}: {'' if expected else 'give-up '}demo {s} ended "
-                f"{t['termination']} with grade {t['grade_outcome']} (error: {t.get('error')}); "
-                f"messages: {t['messages']}"
+                f"task {task.instance_id}: {kind}demo {s} ended {t['termination']} with grade "
+                f"{t['grade_outcome']} (error: {t.get('error')}); messages: {t['messages']}"
             )
         return rows
 

@@ -15,11 +15,13 @@ from swerl.swe.task import Task
 from swerl.swe.toy import generate_task
 from swerl.swe.toy.build import task_row
 from swerl.train.demos import (
+    DITHER,
     GIVE_UP,
     DemoConfig,
     DemoError,
     build_demos,
     demo_messages,
+    dithers,
     gives_up,
     minimal_replacement,
     patch_edits,
@@ -138,8 +140,35 @@ def test_give_up_demos_open_the_file_submit_it_unchanged_and_are_stored_unresolv
         gives_up(demo_messages(tasks[0], random.Random(f"demo:0:x:{s}"), half)) for s in range(40)
     )
     assert 10 <= share <= 30
-    with pytest.raises(ValueError, match="give_up_rate must be probabilities"):
+    with pytest.raises(ValueError, match="must be probabilities"):
         DemoConfig(give_up_rate=1.5)
+    with pytest.raises(ValueError, match=r"give_up_rate \+ dither_rate at most 1"):
+        DemoConfig(give_up_rate=0.6, dither_rate=0.6)
+
+
+def test_dithering_demos_look_around_until_the_turns_run_out(chat, tasks):
+    episode = EpisodeConfig(max_turns=8)
+    rollout = RolloutConfig(
+        stage="rft", samples=1, backend="local", episode=episode, turn_penalty_threshold=7
+    )
+    config = DemoConfig(fix="replace", detour_rate=0.0, dither_rate=1.0)
+    episodes = build_demos(tasks, chat, rollout, config, policy_version="t")
+    for task, ep in zip(tasks, episodes, strict=True):
+        t = ep.trajectory
+        said = [m["content"] for m in t["messages"] if m["role"] == "assistant"]
+        assert len(said) == t["turns"] == 8 and dithers(said) and not gives_up(said)
+        located = next(i for i, m in enumerate(said) if m.startswith(DITHER))
+        assert said[located - 1].endswith(f"open {task.meta['bug_file']}\n```")
+        assert all(m.startswith(DITHER) for m in said[located:])
+        assert t["termination"] == "max_turns" and not t["resolved"]
+        assert t["reward"] == -1.0 and t["tool_errors"] == 0  # the turn penalty's floor
+    # one draw picks at most one habit: the shares add up, seeded
+    both = DemoConfig(fix="replace", give_up_rate=0.3, dither_rate=0.3)
+    drawn = [demo_messages(tasks[0], random.Random(f"d:{s}"), both, 8) for s in range(60)]
+    assert not any(gives_up(m) and dithers(m) for m in drawn)
+    assert 8 <= sum(map(gives_up, drawn)) <= 30 and 8 <= sum(map(dithers, drawn)) <= 30
+    with pytest.raises(DemoError, match="dithering demo needs max_turns"):
+        demo_messages(tasks[0], random.Random(0), DemoConfig(dither_rate=1.0))
 
 
 def test_a_task_without_toy_meta_is_refused(tasks):
