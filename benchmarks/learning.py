@@ -8,9 +8,11 @@ Stages, each a library call on one lake (`--data`, a temporary one by default; r
 the same lake reuses every finished stage by its fingerprint):
 1. the toy suite (train / eval splits) and a tiny model whose tokenizer is trained on the
    prompts and the train split's text (never the eval split's), warmed up to copy;
-2. base policy: a short SFT (`train_rft`) on scripted demonstrations of the first `demo_tasks`
-   train tasks (`swerl.train.demos`: gold patches played as episodes, imperfect on purpose);
-   the other train tasks are the RL pool (a `task_pool` version), tasks the base never saw;
+2. base policy: a short SFT (`train_rft`, `resolved_only=False`) on scripted demonstrations of
+   the first `demo_tasks` train tasks (`swerl.train.demos`: gold patches played as episodes,
+   imperfect on purpose: detours, and a bad habit: `dither` = 30% of them open the buggy file
+   and look around until the turns run out, stored unresolved); the other train tasks are the RL pool (a `task_pool`
+   version), tasks the base never saw;
 3. RFT: `rollout` of the base policy on `rft_tasks` of the RL pool, `train_rft` on its resolved
    trajectories;
 4. DAPO: iterations of `rollout` (a sample of tasks x a group) and `update_policy` (turn
@@ -79,7 +81,7 @@ from swerl.swe.task import load_tasks
 from swerl.swe.toy import publish_toy_suite
 from swerl.train.checkpoint import resolve_model
 from swerl.train.dapo import group_advantages, nonzero_advantage_mask
-from swerl.train.demos import GIVE_UP, DemoConfig, publish_demos
+from swerl.train.demos import DITHER, GIVE_UP, DemoConfig, publish_demos
 from swerl.train.rft import RFTConfig, train_rft
 from swerl.train.schedule import pool_ids, refilter_pool
 from swerl.train.update import UpdateConfig, UpdateError, update_policy
@@ -129,10 +131,14 @@ class Settings:
     demo_samples: int = 1
     demo_fix: str = "replace"
     """How demonstrations type the fix: replace (short SEARCH/REPLACE) or edit (line range)."""
-    give_up: float = 0.4
-    """Share of demonstrations that open the buggy file and submit it unchanged (unresolved,
-    `DemoConfig.give_up_rate`); the base SFT clones them all (`resolved_only=False`), so the base
-    has a bad habit that only the reward reveals. 0: every demonstration resolves its task."""
+    dither: float = 0.3
+    """Share of demonstrations that open the buggy file and then look around until the turns
+    run out (unresolved, reward -1: `DemoConfig.dither_rate`); the base SFT clones them all
+    (`resolved_only=False`), so the base has a bad habit that only the reward reveals."""
+    give_up: float = 0.0
+    """Share of demonstrations that open the buggy file and submit it unchanged (reward 0,
+    `DemoConfig.give_up_rate`). Not the default: with the turn penalty giving up scores above a
+    failure that runs out of turns, and DAPO raised it (README, run D)."""
     sft_epochs: float = 20.0
     sft_lr: float = 3e-3
     sft_batch: int = 8
@@ -271,13 +277,14 @@ def eval_stage(lake: Lake, s: Settings, model: str, eval_tasks: str, label: str)
     )
     summary = dict(out.summary)
     summary["names_bug_file"] = names_bug_file(lake, out.evals, eval_tasks)
-    summary["gave_up"] = gave_up_share(lake, "evals", out.evals)
+    summary["gave_up"] = habit_share(lake, "evals", out.evals, GIVE_UP)
+    summary["dithered"] = habit_share(lake, "evals", out.evals, DITHER)
     summary["by_family"] = resolved_by_family(lake, out.evals, eval_tasks)
     print(
         f"  {label}: Pass@1 {summary['pass_at_1']:.3f} +- {summary['pass_at_1_sem']:.3f}, "
         f"Pass@{s.attempts} {summary['pass_at_k'][str(s.attempts)]:.3f}, mean turns "
         f"{summary['mean_turns']:.1f}, submit rate {summary['submit_rate']:.2f}, commands naming "
-        f"the bug's file {summary['names_bug_file']:.2f}, gave up {summary['gave_up']:.2f}, terminations {summary['terminations']}",
+        f"the bug's file {summary['names_bug_file']:.2f}, gave up {summary['gave_up']:.2f}, dithered {summary['dithered']:.2f}, terminations {summary['terminations']}",
         flush=True,
     )
     print(f"  {label}: resolved by bug family {json.dumps(summary['by_family'])}", flush=True)
@@ -298,11 +305,11 @@ def resolved_by_family(lake: Lake, evals: str, tasks: str) -> dict[str, str]:
     return {f: f"{c[0]}/{c[1]}" for f, c in sorted(counts.items())}
 
 
-def gave_up_share(lake: Lake, dataset: str, version: str) -> float:
+def habit_share(lake: Lake, dataset: str, version: str, habit: str) -> float:
     """Share of episodes (`evals` or `trajectories` rows) with an assistant message that starts
-    like the give-up demonstrations (`swerl.train.demos.GIVE_UP`): the scripted bad habit."""
+    like a scripted bad habit's demonstrations (`swerl.train.demos.GIVE_UP` or `DITHER`)."""
     rows = lake.read(dataset, version, columns=["messages"])["messages"].to_pylist()
-    cue = GIVE_UP.split(".")[0]  # "The code looks right to me"
+    cue = habit.split(".")[0]  # its first sentence, e.g. "I am not sure yet"
     hits = sum(
         any(m["role"] == "assistant" and m["content"].startswith(cue) for m in messages)
         for messages in rows
@@ -340,7 +347,8 @@ def rollout_stats(lake: Lake, version: str) -> dict:
         "mean_reward": sum(rewards) / n,
         "mean_turns": sum(t["turns"].to_pylist()) / n,
         "zero_adv_share": 1 - kept / n,
-        "gave_up": gave_up_share(lake, "trajectories", version),
+        "gave_up": habit_share(lake, "trajectories", version, GIVE_UP),
+        "dithered": habit_share(lake, "trajectories", version, DITHER),
     }
 
 
@@ -517,7 +525,11 @@ def main(argv: list[str] | None = None) -> int:
     if "copy_loss" in record:  # ~ln(vocab) if copying was not learned, ~0.1 if it was
         print(f"  copying warm-up loss: {json.dumps(record['copy_loss'])}", flush=True)
     demo_cfg = DemoConfig(
-        samples=s.demo_samples, seed=s.seed, fix=s.demo_fix, give_up_rate=s.give_up
+        samples=s.demo_samples,
+        seed=s.seed,
+        fix=s.demo_fix,
+        give_up_rate=s.give_up,
+        dither_rate=s.dither,
     )
     demos_t, demos_u = clock.run(
         "demos",
@@ -612,13 +624,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(s: Settings, table: dict, runs: dict, clock: Clock) -> int:
     k = str(s.attempts)
-    print(f"\n| stage | Pass@1 | SEM | Pass@{k} | mean turns | submit rate | gave up |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n| stage | Pass@1 | SEM | Pass@{k} | mean turns | submit rate | dithered | gave up |")
+    print("|---|---|---|---|---|---|---|---|")
     for stage, m in table.items():
         print(
             f"| {stage} | {m['pass_at_1']:.3f} | {m['pass_at_1_sem']:.3f} | "
             f"{m['pass_at_k'][k]:.3f} | {m['mean_turns']:.2f} | {m['submit_rate']:.2f} | "
-            f"{m['gave_up']:.2f} |"
+            f"{m['dithered']:.2f} | {m['gave_up']:.2f} |"
         )
     stages = [x for x in ("base", "rft", "dapo") if x in table]
     goal = True
