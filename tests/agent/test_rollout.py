@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -211,11 +212,17 @@ def test_episode_store_saves_whole_files_and_finds_them_again(tmp_path):
 
 RACE = """
 import json, sys, time
+from pathlib import Path
 from swerl.agent.rollout import rollout
 from swerl.lake import Lake
 from tests.agent.test_rollout import CONFIG
+release = Path(sys.argv[3])
+def hold(done, total):  # the first caller keeps the work until the test releases it
+    deadline = time.monotonic() + 300
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 out = rollout(Lake(sys.argv[1]), model=sys.argv[2], tasks="toy-swe", config=CONFIG, max_batch=8,
-              seed=7, progress=lambda done, total: time.sleep(3.0))
+              seed=7, progress=hold)
 print(json.dumps([out.trajectories, out.reused]))
 """
 
@@ -225,10 +232,11 @@ def test_two_processes_running_one_rollout_publish_it_once(lake, model_dir):
     the first and returns its version instead of racing it for the shared work folder."""
     root = Path(__file__).resolve().parents[2]
     before = len(lake.versions("trajectories"))
+    release = lake.root.parent / "release-the-first"
 
     def start() -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-c", RACE, str(lake.root), str(model_dir)],
+            [sys.executable, "-c", RACE, str(lake.root), str(model_dir), str(release)],
             cwd=root,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -242,10 +250,25 @@ def test_two_processes_running_one_rollout_publish_it_once(lake, model_dir):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.1)
     second = start()
+    said: list[str] = []  # the second's stderr, read as it comes
+
+    def read() -> None:
+        for line in second.stderr:
+            said.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    # the first holds the work (its progress callback waits) until the second says it waits
+    deadline = time.monotonic() + 240
+    while not any("another process is running rollout" in line for line in said):
+        assert second.poll() is None and time.monotonic() < deadline, "".join(said)[-2000:]
+        time.sleep(0.1)
+    release.touch()
     out1, err1 = first.communicate(timeout=300)
-    out2, err2 = second.communicate(timeout=300)
+    second.wait(timeout=300)
+    reader.join(timeout=10)
+    out2, err2 = second.stdout.read(), "".join(said)
     assert first.returncode == 0 and second.returncode == 0, (err1[-2000:], err2[-2000:])
     (v1, reused1), (v2, reused2) = json.loads(out1), json.loads(out2)
     assert not reused1 and reused2 and v1 == v2
-    assert "another process is running rollout" in err2
     assert len(lake.versions("trajectories")) == before + 1
