@@ -49,10 +49,10 @@ Made to fit a tiny model trained on a CPU:
   on unseen tasks RFT raises it (run A: 0.121 -> 0.188 on 64 held-out tasks x 4);
 - DAPO trains each iteration on fresh pool tasks: re-drawing 16 of the ~30 tasks the base
   solved sometimes raised the resolve rate on those tasks only.
-The goal is NOT met yet: RFT cleared its gap in one of three runs (run A, not runs B and C), and
-no DAPO setting tried raised held-out Pass@1 above the RFT policy's beyond noise (run C: +0.016,
-0.74 x the margin; the flipped control falls below both). README, "The learning benchmark", has
-the runs.
+The goal is NOT met yet. With the dithering habit (run E) RFT cleared its gap (0.070 -> 0.109,
+1.31 x the margin) and DAPO did not (0.105): it learned to submit rather than run out of turns
+(submit rate 0.30 -> 0.52), not to resolve more, and the flipped control improved (0.133). RFT has cleared its gap in three of five runs
+(A, D, E), DAPO in none. README, "The learning benchmark", has the runs.
 """
 
 from __future__ import annotations
