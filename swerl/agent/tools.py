@@ -46,6 +46,11 @@ class ToolConfig:
     """Observations longer than this are cut in the middle with a visible marker."""
     max_search_matches: int = 100
     """`search_file` lists at most this many matching lines."""
+    relative_paths: bool = False
+    """Show paths under the repository root relative to it (`src/app.py`, directory `.`) in the
+    viewer, the prompt line, messages and search hits, instead of absolute (`/testbed/src/app.py`).
+    Commands take either form. Fewer tokens per observation (a local sandbox's root is a long temp
+    path): for a tiny model, 69 -> 21 tokens per prompt line."""
 
 
 @dataclass
@@ -64,6 +69,18 @@ class Tools:
         self.config = config
         self.open_file: str | None = None  # absolute path
         self.first_line = 1  # top line of the viewer's window
+        self.root: str | None = getattr(sandbox, "workdir", None)  # the repository root
+
+    def show(self, path: str) -> str:
+        """`path` as the agent sees it: relative to the repository root with `relative_paths`
+        (`.` for the root itself; paths outside it stay absolute), else unchanged."""
+        root = self.root
+        if not self.config.relative_paths or not root or not path.startswith("/"):
+            return path
+        if path == root:
+            return "."
+        prefix = root.rstrip("/") + "/"
+        return path[len(prefix) :] if path.startswith(prefix) else path
 
     # ---- entry point ---------------------------------------------------------------------------
 
@@ -103,7 +120,8 @@ class Tools:
         return self.sandbox.run("pwd", timeout=10).output.strip() or "/"
 
     def prompt_line(self) -> str:
-        return f"(Current directory: {self.cwd()}, current file: {self.open_file or 'n/a'}) bash-$"
+        shown = self.show(self.open_file) if self.open_file else "n/a"
+        return f"(Current directory: {self.show(self.cwd())}, current file: {shown}) bash-$"
 
     # ---- tools ---------------------------------------------------------------------------------
 
@@ -129,7 +147,7 @@ class Tools:
         self.open_file = path
         line = _line_number(call.args[1], "open") if len(call.args) == 2 else 1
         if lines and not 1 <= line <= len(lines):
-            raise UsageError(f"open: line {line} is outside {path} (1-{len(lines)})")
+            raise UsageError(f"open: line {line} is outside {self.show(path)} (1-{len(lines)})")
         self.first_line = max(1, line - self.config.window // 2) if len(call.args) == 2 else 1
         return Observation(self._window(lines))
 
@@ -139,7 +157,9 @@ class Tools:
         lines = self._read_lines(self._require_open("goto"))
         line = _line_number(call.args[0], "goto")
         if not 1 <= line <= max(1, len(lines)):
-            raise UsageError(f"goto: line {line} is outside {self.open_file} (1-{len(lines)})")
+            raise UsageError(
+                f"goto: line {line} is outside {self.show(self.open_file)} (1-{len(lines)})"
+            )
         self.first_line = max(1, line - self.config.window // 2)
         return Observation(self._window(lines))
 
@@ -162,7 +182,9 @@ class Tools:
             raise UsageError("usage: create FILE")
         path = self._path(call.args[0])
         if self._exists(path):
-            raise UsageError(f"create: {path} already exists; use open and edit to change it")
+            raise UsageError(
+                f"create: {self.show(path)} already exists; use open and edit to change it"
+            )
         self._write(path, call.text or "")  # parents are created
         self.open_file, self.first_line = path, 1
         return Observation(self._window(self._read_lines(path)))
@@ -185,7 +207,7 @@ class Tools:
         lines = self._read_lines(path)
         if not 1 <= start <= len(lines) + 1 or not start - 1 <= end <= len(lines):
             raise UsageError(
-                f"edit: range {start}:{end} is outside {path} ({len(lines)} lines; use "
+                f"edit: range {start}:{end} is outside {self.show(path)} ({len(lines)} lines; use "
                 "START:START-1 to insert before START)"
             )
         new = call.text.splitlines(keepends=True)
@@ -210,10 +232,10 @@ class Tools:
         text = self.sandbox.read_file(path)
         n = text.count(search)
         if n == 0:
-            raise UsageError(f"replace: no match for {search!r} in {path}")
+            raise UsageError(f"replace: no match for {search!r} in {self.show(path)}")
         if n > 1 and not replace_all:
             raise UsageError(
-                f"replace: {n} matches for {search!r} in {path}; make SEARCH longer so it is "
+                f"replace: {n} matches for {search!r} in {self.show(path)}; make SEARCH longer so it is "
                 "unique, or use --replace-all"
             )
         at = text[: text.index(search)].count("\n") + 1
@@ -244,9 +266,9 @@ class Tools:
                 f"{i}:{line.rstrip(chr(10))}" for i, line in enumerate(lines, 1) if term in line
             ]
         if not hits:
-            return Observation(f'No matches for "{term}" in {path}\n')
+            return Observation(f'No matches for "{term}" in {self.show(path)}\n')
         shown = hits[: self.config.max_search_matches]
-        out = [f'Found {len(hits)} matches for "{term}" in {path}:', *shown]
+        out = [f'Found {len(hits)} matches for "{term}" in {self.show(path)}:', *shown]
         if len(hits) > len(shown):
             out.append(f"[{len(hits) - len(shown)} more matches not shown; refine the term]")
         return Observation("\n".join(out) + "\n")
@@ -258,7 +280,7 @@ class Tools:
             f"| head -n {self.config.max_search_matches * 10 + 1}",
             timeout=self.config.command_timeout,
         )
-        return [line for line in result.output.splitlines() if line]
+        return [self.show(line) for line in result.output.splitlines() if line]
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -281,16 +303,16 @@ class Tools:
     def _read_lines(self, path: str) -> list[str]:
         check = self._kind(path)
         if check == "missing":
-            raise UsageError(f"File {path} not found")
+            raise UsageError(f"File {self.show(path)} not found")
         if check == "dir":
-            raise UsageError(f"{path} is a directory; use ls to list it")
+            raise UsageError(f"{self.show(path)} is a directory; use ls to list it")
         return self.sandbox.read_file(path).splitlines(keepends=True)
 
     def _write(self, path: str, text: str) -> None:
         try:
             self.sandbox.write_file(path, text)
         except PermissionError:  # the agent's own doing (chmod): its problem, not the sandbox's
-            raise UsageError(f"cannot write {path}: permission denied") from None
+            raise UsageError(f"cannot write {self.show(path)}: permission denied") from None
 
     def _require_open(self, tool: str) -> str:
         if self.open_file is None:
@@ -302,7 +324,7 @@ class Tools:
         first = min(self.first_line, max(1, total - self.config.window + 1))
         self.first_line = first
         last = min(total, first + self.config.window - 1)
-        out = [f"[File: {self.open_file} ({total} lines total)]"]
+        out = [f"[File: {self.show(self.open_file)} ({total} lines total)]"]
         if first > 1:
             out.append(f"({first - 1} more lines above)")
         out += [f"{i}:{lines[i - 1].rstrip(chr(10))}" for i in range(first, last + 1)]
