@@ -15,11 +15,18 @@ Train and eval tasks share no surface names (`vocab.py`). See the README, "The t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from swerl.lake import Lake
 from swerl.swe.toy.build import task_rows
-from swerl.swe.toy.generate import ToyGenerationError, ToyTask, generate_task
+from swerl.swe.toy.generate import (
+    DIFFICULTIES,
+    ToyGenerationError,
+    ToyTask,
+    generate_task,
+    task_difficulty,
+)
 
 __all__ = [
     "ToyGenerationError",
@@ -27,28 +34,66 @@ __all__ = [
     "build_toy_suite",
     "generate_task",
     "publish_toy_suite",
+    "task_difficulty",
     "toy_tasks",
 ]
 
 STAGE = "toy_build"
 
 
-def toy_tasks(seed: int, n_train: int, n_eval: int, eval_names: str = "eval") -> list[ToyTask]:
+def _difficulties(difficulties: Iterable[int] | None) -> tuple[int, ...]:
+    if difficulties is None:
+        return DIFFICULTIES
+    chosen = tuple(sorted(set(difficulties)))
+    bad = [d for d in chosen if d not in DIFFICULTIES]
+    if bad or not chosen:
+        raise ValueError(
+            f"difficulties must be a non-empty subset of {list(DIFFICULTIES)}, got "
+            f"{list(difficulties)}"
+        )
+    return chosen
+
+
+def _indices(n: int, difficulties: tuple[int, ...]) -> list[int]:
+    """The first `n` task indices whose difficulty is in `difficulties`."""
+    out: list[int] = []
+    i = 0
+    while len(out) < n:
+        if task_difficulty(i) in difficulties:
+            out.append(i)
+        i += 1
+    return out
+
+
+def toy_tasks(
+    seed: int,
+    n_train: int,
+    n_eval: int,
+    eval_names: str = "eval",
+    difficulties: Iterable[int] | None = None,
+) -> list[ToyTask]:
     """The generated tasks (tests not yet run): train first, then eval. `eval_names`: the name
     pool of the eval tasks (`eval`: names no train task uses; `train`: held-out tasks made of
-    the train split's names, see `generate_task`)."""
+    the train split's names, see `generate_task`). `difficulties`: keep only tasks of these
+    difficulties (1-3; default all): the first `n_train` / `n_eval` indices of those
+    difficulties, so a task is the same task whatever the filter (its index is its identity)."""
     if n_train < 0 or n_eval < 0:
         raise ValueError(f"task counts must be >= 0, got train={n_train} eval={n_eval}")
-    return [generate_task(seed, "train", i) for i in range(n_train)] + [
-        generate_task(seed, "eval", i, names=eval_names) for i in range(n_eval)
+    levels = _difficulties(difficulties)
+    return [generate_task(seed, "train", i) for i in _indices(n_train, levels)] + [
+        generate_task(seed, "eval", i, names=eval_names) for i in _indices(n_eval, levels)
     ]
 
 
 def build_toy_suite(
-    seed: int = 0, n_train: int = 48, n_eval: int = 16, eval_names: str = "eval"
+    seed: int = 0,
+    n_train: int = 48,
+    n_eval: int = 16,
+    eval_names: str = "eval",
+    difficulties: Iterable[int] | None = None,
 ) -> list[dict[str, Any]]:
     """`tasks` rows of the suite, tests run; the same arguments give byte-identical rows."""
-    return task_rows(toy_tasks(seed, n_train, n_eval, eval_names), seed)
+    return task_rows(toy_tasks(seed, n_train, n_eval, eval_names, difficulties), seed)
 
 
 def publish_toy_suite(
@@ -58,16 +103,20 @@ def publish_toy_suite(
     n_eval: int = 16,
     name: str = "toy-swe",
     eval_names: str = "eval",
+    difficulties: Iterable[int] | None = None,
 ) -> str:
     """Build the suite and publish it as a `tasks` version named `name`; returns the version id.
     A version built with the same arguments and code already in the lake is returned as is."""
+    levels = _difficulties(difficulties)
     parameters: dict[str, Any] = {"seed": seed, "train": n_train, "eval": n_eval}
     if eval_names != "eval":
         parameters["eval_names"] = eval_names
+    if levels != DIFFICULTIES:  # recorded only when filtered: older versions keep their print
+        parameters["difficulties"] = list(levels)
     existing = lake.find(
         "tasks", lake.fingerprint("tasks", stage=STAGE, parameters=parameters, name=name)
     )
     if existing is not None:
         return existing.version
-    rows = build_toy_suite(seed, n_train, n_eval, eval_names)
+    rows = build_toy_suite(seed, n_train, n_eval, eval_names, levels)
     return lake.write("tasks", rows, stage=STAGE, parameters=parameters, name=name)

@@ -175,6 +175,13 @@ def unified_diff(path: str, old: str, new: str) -> str:
     return f"diff --git a/{path} b/{path}\n" + "".join(lines)
 
 
+def task_difficulty(index: int) -> int:
+    """The difficulty of task number `index` (of any seed and split): it cycles with index // 7."""
+    if index < 0:
+        raise ValueError(f"task index must be >= 0, got {index}")
+    return DIFFICULTIES[(index // len(FAMILIES)) % len(DIFFICULTIES)]
+
+
 def generate_task(seed: int, split: str, index: int, names: str | None = None) -> ToyTask:
     """The task number `index` of `split` for `seed` (pure: no files, no subprocesses).
 
@@ -191,7 +198,7 @@ def generate_task(seed: int, split: str, index: int, names: str | None = None) -
     rng = random.Random(f"toy-swe:{seed}:{split}:{index}")
     pool = POOLS[pool_name]
     family = FAMILIES[index % len(FAMILIES)]
-    difficulty = DIFFICULTIES[(index // len(FAMILIES)) % len(DIFFICULTIES)]
+    difficulty = task_difficulty(index)
     package = rng.choice(pool.packages)
     n_modules = {1: 1, 2: rng.randint(2, 3), 3: rng.randint(2, 4)}[difficulty]
     modules = rng.sample(pool.modules, n_modules)
