@@ -22,7 +22,8 @@ Bad habits on purpose (both default 0; one uniform draw per demo picks at most o
 probability `give_up_rate` the demo opens the buggy file and then submits it unchanged
 (`GIVE_UP`, reward 0); with probability `dither_rate` it opens the buggy file and then looks
 around (`DITHER`: `ls`, `grep`) until the episode runs out of turns (reward -1 with the turn
-penalty). Such a demo is graded like any episode and stored as what it is, unresolved; one that
+penalty), or, with probability `dither_stop` after each look, stops looking and fixes the bug
+late (resolved, turns wasted). Such a demo is graded like any episode and stored as what it is, unresolved; one that
 resolves, or ends otherwise, raises. Behaviour cloning of all demos
 (`RFTConfig(resolved_only=False)`) gives a policy with that habit at one early decision, whose
 cost only the reward shows: rejection fine-tuning on its own successes and DAPO should unlearn
@@ -83,6 +84,11 @@ class DemoConfig:
     dither_rate: float = 0.0
     """Probability that the demo opens the buggy file and then looks around until it runs out of
     turns (the other scripted bad habit; `give_up_rate + dither_rate` <= 1)."""
+    dither_stop: float = 0.0
+    """After each look, the probability that a dithering demo stops looking and types the fix
+    and `submit` (when they fit in the turns left; else it looks on until the turns run out): a
+    resolved demo with wasted looks, so the habit costs turns as well as successes. 0: every
+    dithering demo runs out of turns (and draws no extra random numbers)."""
     seed: int = 0
     """Seed of the imperfections (mixed with the task and sample)."""
     backend: str = "local"
@@ -97,11 +103,18 @@ class DemoConfig:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.fix not in ("edit", "replace"):
             raise ValueError(f"fix must be edit or replace, got {self.fix!r}")
-        rates = (self.detour_rate, self.wide_rate, self.give_up_rate, self.dither_rate)
+        rates = (
+            self.detour_rate,
+            self.wide_rate,
+            self.give_up_rate,
+            self.dither_rate,
+            self.dither_stop,
+        )
         if not all(0 <= p <= 1 for p in rates) or self.give_up_rate + self.dither_rate > 1:
             raise ValueError(
-                "detour_rate, wide_rate, give_up_rate and dither_rate must be probabilities, "
-                "give_up_rate + dither_rate at most 1"
+                "detour_rate, wide_rate, give_up_rate, dither_rate and dither_stop must be "
+                "probabilities, give_up_rate + dither_rate at most 1; got "
+                f"{rates}"
             )
 
 
@@ -242,9 +255,14 @@ def demo_messages(
             f'grep -rn "def {bug_fn}" {package}',
             f"grep -n return {bug_file}",
         ]
-        return [*out[:located]] + [
-            _say(DITHER, rng.choice(looks)) for _ in range(max_turns - located)
-        ]
+        fix = [*out[located:], _say("The fix is in place.", "submit")]
+        dithered = out[:located]
+        while len(dithered) < max_turns:
+            dithered.append(_say(DITHER, rng.choice(looks)))
+            stops = config.dither_stop and rng.random() < config.dither_stop
+            if stops and len(dithered) + len(fix) <= max_turns:
+                return dithered + fix  # a late fix: resolved, with wasted looks
+        return dithered
     out.append(_say("The fix is in place.", "submit"))
     return out
 
@@ -255,7 +273,8 @@ def gives_up(messages: Sequence[str]) -> bool:
 
 
 def dithers(messages: Sequence[str]) -> bool:
-    """Whether a demo's messages are a dithering demo (`dither_rate`)."""
+    """Whether a demo's messages are a dithering demo that ran out of turns (`dither_rate`; one
+    that stopped looking and fixed the bug, `dither_stop`, ends like any resolved demo)."""
     return bool(messages) and messages[-1].startswith(DITHER)
 
 
