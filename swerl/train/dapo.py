@@ -78,6 +78,21 @@ def group_advantages(
     return torch.where(flat[g], torch.zeros_like(advantages), advantages)
 
 
+def solved_group_mask(
+    resolved: Sequence[bool | None], group_ids: Sequence[Hashable] | Tensor
+) -> Tensor:
+    """Bool mask of the samples whose group holds at least one resolved sample (None counts as
+    unresolved). An option, not the paper's: with the turn penalty, a group with no success still
+    has spread (quick failures above slow ones), and its advantages teach how to fail, not how to
+    resolve; `UpdateConfig.drop_unsolved` drops such groups."""
+    if len(group_ids) != len(resolved):
+        raise ValueError(f"{len(resolved)} resolved flags but {len(group_ids)} group ids")
+    if isinstance(group_ids, Tensor):
+        group_ids = group_ids.tolist()
+    solved = {gid for gid, r in zip(group_ids, resolved, strict=True) if r}
+    return torch.tensor([gid in solved for gid in group_ids], dtype=torch.bool)
+
+
 def nonzero_advantage_mask(advantages: Tensor, tol: float = 1e-6) -> Tensor:
     """Bool mask of the samples to train on: |A| > tol (the paper's "drop samples with A = 0")."""
     return advantages.abs() > tol

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from swerl.lake import Lake
-from swerl.train.dapo import group_advantages, nonzero_advantage_mask
+from swerl.train.dapo import group_advantages, nonzero_advantage_mask, solved_group_mask
 
 REFILTER_STAGE = "refilter_pool"
 
@@ -86,15 +86,22 @@ def draw_tasks(
 
 
 def signal(
-    lake: Lake, versions: Sequence[str], iteration: int, *, scale_by_std: bool = True, tol=1e-6
+    lake: Lake,
+    versions: Sequence[str],
+    iteration: int,
+    *,
+    scale_by_std: bool = True,
+    drop_unsolved: bool = False,
+    tol=1e-6,
 ) -> tuple[int, int]:
     """(samples with non-zero advantage, all samples) of `iteration` over `versions`: what the
-    update would keep. Dynamic sampling draws more tasks while the first is below batch size."""
+    update would keep (with `drop_unsolved`, also only groups with a resolved sample). Dynamic
+    sampling draws more tasks while the first is below batch size."""
     if not versions:
         return 0, 0
     table = pa.concat_tables(
         [
-            lake.read("trajectories", v, columns=["group_id", "reward", "iteration"])
+            lake.read("trajectories", v, columns=["group_id", "reward", "resolved", "iteration"])
             for v in versions
         ],
         promote_options="default",
@@ -111,7 +118,10 @@ def signal(
         scale_by_std=scale_by_std,
         tol=tol,
     )
-    return int(nonzero_advantage_mask(adv, tol).sum()), table.num_rows
+    keep = nonzero_advantage_mask(adv, tol)
+    if drop_unsolved:
+        keep &= solved_group_mask(table["resolved"].to_pylist(), table["group_id"].to_pylist())
+    return int(keep.sum()), table.num_rows
 
 
 def refilter_pool(

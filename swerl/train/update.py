@@ -83,7 +83,13 @@ from swerl.train.checkpoint import (
     save_model,
     save_optimizer_state,
 )
-from swerl.train.dapo import group_advantages, nonzero_advantage_mask, policy_loss, sampler_gap
+from swerl.train.dapo import (
+    group_advantages,
+    nonzero_advantage_mask,
+    policy_loss,
+    sampler_gap,
+    solved_group_mask,
+)
 from swerl.train.metrics import write_train_metrics
 
 if TYPE_CHECKING:
@@ -129,6 +135,10 @@ class UpdateConfig:
     """Clip of the global gradient norm before each step."""
     scale_by_std: bool = True
     """Divide advantages by the group's std (false: R - mean only)."""
+    drop_unsolved: bool = False
+    """Also drop the groups with no resolved sample (`swerl.train.dapo.solved_group_mask`): not
+    in the paper. With the turn penalty such groups still have spread, and their advantages
+    reward failing quickly; the learning benchmark trains better without them (README)."""
     adv_eps: float = 1e-6
     """Added to the group std (the paper's delta)."""
     tol: float = 1e-6
@@ -491,6 +501,7 @@ def _read_iteration(lake: Lake, versions: list[str], iteration: int, source: str
         "loss_mask",
         "sampler_logprobs",
         "reward",
+        "resolved",
     ]
     table = pa.concat_tables(
         [lake.read("trajectories", v, columns=columns) for v in versions], promote_options="default"
@@ -541,6 +552,8 @@ def _kept_samples(table: pa.Table, config: UpdateConfig, source: str) -> tuple[l
         tol=config.tol,
     )
     keep = nonzero_advantage_mask(adv, config.tol)
+    if config.drop_unsolved:
+        keep &= solved_group_mask(table["resolved"].to_pylist(), table["group_id"].to_pylist())
     # A kept sample must have something to train on.
     masks = table["loss_mask"].to_pylist()
     keep &= torch.tensor([any(m) for m in masks], dtype=torch.bool)
@@ -548,7 +561,9 @@ def _kept_samples(table: pa.Table, config: UpdateConfig, source: str) -> tuple[l
         raise UpdateError(
             f"{source}: every one of the {table.num_rows} trajectories has a zero advantage "
             f"({len(set(table['group_id'].to_pylist()))} groups, each of equal rewards or one "
-            "sample): nothing to learn from"
+            "sample"
+            + (", or with no resolved sample: drop_unsolved is on" if config.drop_unsolved else "")
+            + "): nothing to learn from"
         )
     sampler = table["sampler_logprobs"].to_pylist()
     if config.tis_cap is not None and any(s is None for i, s in enumerate(sampler) if keep[i]):
