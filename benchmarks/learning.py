@@ -80,7 +80,7 @@ from swerl.swe.splits import select_tasks
 from swerl.swe.task import load_tasks
 from swerl.swe.toy import publish_toy_suite
 from swerl.train.checkpoint import resolve_model
-from swerl.train.dapo import group_advantages, nonzero_advantage_mask
+from swerl.train.dapo import group_advantages, nonzero_advantage_mask, solved_group_mask
 from swerl.train.demos import DITHER, GIVE_UP, DemoConfig, publish_demos
 from swerl.train.rft import RFTConfig, train_rft
 from swerl.train.schedule import pool_ids, refilter_pool
@@ -93,6 +93,10 @@ POOL_STAGE = "learning_pool"
 @dataclass
 class Settings:
     seed: int = 0
+    difficulties: str = "1"
+    """Toy-task difficulties in the suite (`publish_toy_suite(difficulties=...)`), e.g. "1" or
+    "1,2": at difficulty 1 the issue names the buggy file, so a tiny model's failures are its
+    fixes, not its search (every base of runs A-E failed to locate most difficulty 2-3 bugs)."""
     train: int = 640
     """Train-split tasks: the first `demo_tasks` get demonstrations, the rest are the RL pool
     (`rft_tasks` for RFT, `iterations` x `dapo_tasks` fresh ones for DAPO)."""
@@ -100,9 +104,10 @@ class Settings:
     """Train tasks the base SFT sees (the first ones by index). RFT and DAPO attempt only the
     others, tasks the base has never seen: on its SFT tasks the base recites memorised fixes
     (66% resolved) and fine-tuning on those lowered held-out Pass@1 (README)."""
-    eval: int = 64
-    """Held-out tasks. 64 x 4 attempts costs what 32 x 8 did and covers twice the tasks: the
-    policies of one run differed by task more than by attempt (README)."""
+    eval: int = 128
+    """Held-out tasks (x `attempts`). 128 x 4: the SEM of Pass@1 is about 0.01 at 0.2, small
+    enough for gaps of a few points; the policies of one run differed by task more than by
+    attempt (README)."""
     eval_names: str = "train"
     """Name pool of the eval split's (held-out) tasks: `train` (names the model has seen: a tiny
     model with no pretraining cannot copy unseen names) or `eval` (the suite's default)."""
@@ -115,10 +120,17 @@ class Settings:
     a tiny model never learned to copy a name from the issue into a command."""
     # episodes (small: a tiny model must be able to finish)
     max_turns: int = 8
-    threshold: int = 7
+    threshold: int = 4
     """Turn penalty threshold: from 5, failures that kept trying (6-7 turns) scored below quick
     ones, and in groups with no success that difference alone made the advantages: DAPO lowered
-    held-out Pass@1 (README). At 7 the penalty is -1 for running out of turns (8)."""
+    held-out Pass@1 (README). From 4 with `drop_unsolved`: only groups with a success train, and
+    there the penalty ranks a quick fix above a fix after looks around (the dithering habit)."""
+    grade_unsubmitted: bool = False
+    """Grade episodes that did not submit (the paper: no; `RolloutConfig.grade_unsubmitted`):
+    with the dithering habit a demo-cloned policy often types the fix and never submits."""
+    relative_paths: bool = True
+    """Paths relative to the repository root in observations (`ToolConfig.relative_paths`): a
+    local sandbox's root is a long temp path, 69 tokens of every prompt line instead of 21."""
     max_turn_tokens: int = 96
     context: int = 4096
     window: int = 24
@@ -131,10 +143,14 @@ class Settings:
     demo_samples: int = 1
     demo_fix: str = "replace"
     """How demonstrations type the fix: replace (short SEARCH/REPLACE) or edit (line range)."""
-    dither: float = 0.3
-    """Share of demonstrations that open the buggy file and then look around until the turns
-    run out (unresolved, reward -1: `DemoConfig.dither_rate`); the base SFT clones them all
-    (`resolved_only=False`), so the base has a bad habit that only the reward reveals."""
+    dither: float = 0.5
+    """Share of demonstrations that open the buggy file and then look around (`DITHER`) until
+    the turns run out (unresolved: `DemoConfig.dither_rate`) or, by `dither_stop`, fix the bug
+    late; the base SFT clones them all (`resolved_only=False`), so the base has a bad habit that
+    only the reward reveals."""
+    dither_stop: float = 0.25
+    """After each look, the chance that a dithering demo stops and fixes the bug
+    (`DemoConfig.dither_stop`): the habit also costs turns, not only successes."""
     give_up: float = 0.0
     """Share of demonstrations that open the buggy file and submit it unchanged (reward 0,
     `DemoConfig.give_up_rate`). Not the default: with the turn penalty giving up scores above a
@@ -162,14 +178,18 @@ class Settings:
     dapo_max_solve: float = 1.0
     """With `dapo_pool=refiltered`: keep tasks the base solved in fewer than this share of its
     RFT attempts (the paper's stage 2: 2/3)."""
-    group: int = 4
-    dapo_lr: float = 1e-4
+    group: int = 8
+    dapo_lr: float = 2e-4
     dapo_batch: int = 64
     """Trajectories per optimizer step: 1-2 steps per iteration. From the same RFT policy on the
     same tasks, batch 16 (5-7 steps) lowered held-out Pass@1 more than 64 did (README)."""
     eps_high: float = 0.3
     scale_by_std: bool = True
     """Advantages (R - mean) / std as in the paper; false: R - mean (Dr. GRPO)."""
+    drop_unsolved: bool = True
+    """Drop groups with no resolved sample (`UpdateConfig.drop_unsolved`): in run h1 failed
+    but submitted episodes had a mean advantage of +0.44 (resolved ones +0.15) in such groups, and
+    from h1's RFT policy DAPO scored 0.291 held out with the option, 0.279 without (README)."""
     flip_control: bool = True
     # evaluation
     attempts: int = 4
@@ -188,7 +208,11 @@ class Settings:
             max_turns=self.max_turns,
             max_context_tokens=self.context,
             max_turn_tokens=self.max_turn_tokens,
-            tools=ToolConfig(window=self.window, max_observation_chars=3000),
+            tools=ToolConfig(
+                window=self.window,
+                max_observation_chars=3000,
+                relative_paths=self.relative_paths,
+            ),
             sampling=SamplingParams(temperature=self.temperature),
         )
 
@@ -201,8 +225,17 @@ class Settings:
             backend="local",
             max_live_sandboxes=self.max_batch,
             turn_penalty_threshold=self.threshold,
+            grade_unsubmitted=self.grade_unsubmitted,
             prompts_dir=self.prompts_dir(),
         )
+
+    def difficulty_levels(self) -> list[int]:
+        try:
+            return sorted({int(x) for x in self.difficulties.split(",") if x.strip()})
+        except ValueError:
+            raise SystemExit(
+                f"--difficulties must be a comma-separated list of 1-3, got {self.difficulties!r}"
+            ) from None
 
     def prompts_dir(self) -> str | None:
         return self.prompts or None  # relative: a folder under configs/prompts
@@ -270,6 +303,7 @@ def eval_stage(lake: Lake, s: Settings, model: str, eval_tasks: str, label: str)
         backend="local",
         max_live_sandboxes=s.max_batch,
         turn_penalty_threshold=s.threshold,
+        grade_unsubmitted=s.grade_unsubmitted,
         prompts_dir=s.prompts_dir(),
         max_batch=s.max_batch,
         seed=s.seed + 1000,
@@ -279,12 +313,14 @@ def eval_stage(lake: Lake, s: Settings, model: str, eval_tasks: str, label: str)
     summary["names_bug_file"] = names_bug_file(lake, out.evals, eval_tasks)
     summary["gave_up"] = habit_share(lake, "evals", out.evals, GIVE_UP)
     summary["dithered"] = habit_share(lake, "evals", out.evals, DITHER)
+    summary["looks"] = habit_turns(lake, "evals", out.evals, DITHER)
     summary["by_family"] = resolved_by_family(lake, out.evals, eval_tasks)
     print(
         f"  {label}: Pass@1 {summary['pass_at_1']:.3f} +- {summary['pass_at_1_sem']:.3f}, "
         f"Pass@{s.attempts} {summary['pass_at_k'][str(s.attempts)]:.3f}, mean turns "
         f"{summary['mean_turns']:.1f}, submit rate {summary['submit_rate']:.2f}, commands naming "
-        f"the bug's file {summary['names_bug_file']:.2f}, gave up {summary['gave_up']:.2f}, dithered {summary['dithered']:.2f}, terminations {summary['terminations']}",
+        f"the bug's file {summary['names_bug_file']:.2f}, gave up {summary['gave_up']:.2f}, dithered {summary['dithered']:.2f} "
+        f"({summary['looks']:.2f} looks per attempt), terminations {summary['terminations']}",
         flush=True,
     )
     print(f"  {label}: resolved by bug family {json.dumps(summary['by_family'])}", flush=True)
@@ -303,6 +339,28 @@ def resolved_by_family(lake: Lake, evals: str, tasks: str) -> dict[str, str]:
         c[0] += bool(r["resolved"])
         c[1] += 1
     return {f: f"{c[0]}/{c[1]}" for f, c in sorted(counts.items())}
+
+
+def habit_turns(lake: Lake, dataset: str, version: str, habit: str) -> float:
+    """Mean number of assistant messages per episode that start like `habit` (e.g. the looks of
+    the dithering habit per attempt)."""
+    rows = lake.read(dataset, version, columns=["messages"])["messages"].to_pylist()
+    cue = habit.split(".")[0]
+    hits = sum(
+        sum(m["role"] == "assistant" and m["content"].startswith(cue) for m in messages)
+        for messages in rows
+    )
+    return hits / len(rows) if rows else 0.0
+
+
+def train_threads() -> None:
+    """Give training every core: an HF generator sets torch to one thread per process (right for
+    sampling beside sandboxes), and training after it in the same process would inherit that."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
 
 
 def habit_share(lake: Lake, dataset: str, version: str, habit: str) -> float:
@@ -338,8 +396,10 @@ def rollout_stats(lake: Lake, version: str) -> dict:
     """Resolved rate, mean reward and the zero-advantage share of one rollout batch."""
     t = lake.read("trajectories", version, columns=["group_id", "reward", "resolved", "turns"])
     rewards = [r if r is not None else 0.0 for r in t["reward"].to_pylist()]
-    adv = group_advantages(rewards, t["group_id"].to_pylist())
-    kept = int(nonzero_advantage_mask(adv).sum())
+    groups = t["group_id"].to_pylist()
+    signal = nonzero_advantage_mask(group_advantages(rewards, groups))
+    solved = solved_group_mask(t["resolved"].to_pylist(), groups)
+    kept = int(signal.sum())
     n = t.num_rows
     return {
         "episodes": n,
@@ -347,6 +407,8 @@ def rollout_stats(lake: Lake, version: str) -> dict:
         "mean_reward": sum(rewards) / n,
         "mean_turns": sum(t["turns"].to_pylist()) / n,
         "zero_adv_share": 1 - kept / n,
+        # non-zero advantage but a group with no success: what `drop_unsolved` also drops
+        "unsolved_share": int((signal & ~solved).sum()) / n,
         "gave_up": habit_share(lake, "trajectories", version, GIVE_UP),
         "dithered": habit_share(lake, "trajectories", version, DITHER),
     }
@@ -461,9 +523,11 @@ def dapo(
             batch_size=s.dapo_batch,
             eps_high=s.eps_high,
             scale_by_std=s.scale_by_std,
+            drop_unsolved=s.drop_unsolved,
             temperature=s.temperature,
             seed=s.seed,
         )
+        train_threads()
         try:
             v = clock.run(f"{label} {it} update", update_policy, lake, policy, batch, it, config)
             info = v.manifest.get("info", {})
@@ -493,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, help="lake directory (default: a temporary one)")
     p.add_argument("--quick", action="store_true", help="a small smoke run")
     p.add_argument("--stop-after", choices=STAGES, help="stop after this stage")
+    p.add_argument("--plot", type=Path, help="also draw the stage table into this PNG file")
     for name, value in asdict(Settings()).items():
         kind = type(value)
         if kind is bool:
@@ -512,7 +577,14 @@ def main(argv: list[str] | None = None) -> int:
     clock = Clock()
 
     suite = clock.run(
-        "toy suite", publish_toy_suite, lake, s.seed, s.train, s.eval, eval_names=s.eval_names
+        "toy suite",
+        publish_toy_suite,
+        lake,
+        s.seed,
+        s.train,
+        s.eval,
+        eval_names=s.eval_names,
+        difficulties=s.difficulty_levels(),
     )
     train_v = select_tasks(lake, suite, split="train", name="toy-swe-train")
     demo_v = select_tasks(lake, suite, split="train", limit=s.demo_tasks, name="toy-swe-demo")
@@ -530,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         fix=s.demo_fix,
         give_up_rate=s.give_up,
         dither_rate=s.dither,
+        dither_stop=s.dither_stop,
     )
     demos_t, demos_u = clock.run(
         "demos",
@@ -550,13 +623,14 @@ def main(argv: list[str] | None = None) -> int:
         seed=s.seed,
         resolved_only=False,  # behaviour cloning: the give-up demos too
     )
+    train_threads()
     base = clock.run(
         "base SFT", train_rft, lake, tiny, [demos_t], sft, turns_version=demos_u,
         name="learning-base",
     ).version  # fmt: skip
     table = {"base": clock.run("eval base", eval_stage, lake, s, base, eval_v, "base")}
     if args.stop_after == "base":
-        return report(s, table, {}, clock)
+        return report(s, table, {}, clock, args.plot, root)
 
     rft_ids = sample_tasks(pool, s.rft_tasks, f"rft-tasks:{s.seed}")
     collected = clock.run(
@@ -580,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
             epochs=s.rft_epochs, lr=s.rft_lr, batch_size=s.sft_batch, warmup_steps=2,
             weight_decay=0.0, seed=s.seed,
         )  # fmt: skip
+        train_threads()
         rft = clock.run(
             "rft train", train_rft, lake, base, [collected.trajectories], rft_cfg,
             turns_version=collected.turns, name="learning-rft",
@@ -589,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         table["rft"] = clock.run("eval rft", eval_stage, lake, s, rft, eval_v, "rft")
     if args.stop_after == "rft":
-        return report(s, table, {}, clock)
+        return report(s, table, {}, clock, args.plot, root)
 
     if s.dapo_pool == "fresh":
         dapo_pool = sorted(set(pool) - set(rft_ids))
@@ -619,18 +694,23 @@ def main(argv: list[str] | None = None) -> int:
         table["flipped"] = clock.run(
             "eval flipped", eval_stage, lake, s, runs["flip"]["policy"], eval_v, "flipped"
         )
-    return report(s, table, runs, clock)
+    return report(s, table, runs, clock, args.plot, root)
 
 
-def report(s: Settings, table: dict, runs: dict, clock: Clock) -> int:
+def report(
+    s: Settings, table: dict, runs: dict, clock: Clock, plot: Path | None = None, root=None
+) -> int:
     k = str(s.attempts)
-    print(f"\n| stage | Pass@1 | SEM | Pass@{k} | mean turns | submit rate | dithered | gave up |")
+    print(
+        f"\n| stage | Pass@1 | SEM | Pass@{k} | mean turns | submit rate | dithered "
+        "| looks per attempt |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for stage, m in table.items():
         print(
             f"| {stage} | {m['pass_at_1']:.3f} | {m['pass_at_1_sem']:.3f} | "
             f"{m['pass_at_k'][k]:.3f} | {m['mean_turns']:.2f} | {m['submit_rate']:.2f} | "
-            f"{m['dithered']:.2f} | {m['gave_up']:.2f} |"
+            f"{m['dithered']:.2f} | {m['looks']:.2f} |"
         )
     stages = [x for x in ("base", "rft", "dapo") if x in table]
     goal = True
@@ -642,9 +722,12 @@ def report(s: Settings, table: dict, runs: dict, clock: Clock) -> int:
     if "dapo" in runs:
         h = runs["dapo"]["history"]
         n = sum(x["episodes"] for x in h)
-        dropped = sum(x["zero_adv_share"] * x["episodes"] for x in h) / n
+        zero = sum(x["zero_adv_share"] * x["episodes"] for x in h) / n
+        unsolved = sum(x["unsolved_share"] * x["episodes"] for x in h) / n
         gaps = [x["sampler_gap"] for x in h if x.get("sampler_gap") is not None]
-        print(f"DAPO samples dropped for zero advantage: {dropped:.1%} of {n}")
+        print(f"DAPO samples dropped for zero advantage: {zero:.1%} of {n}")
+        if s.drop_unsolved:
+            print(f"  and for a group with no success (drop_unsolved): {unsolved:.1%} more")
         print(
             "mean sampler-trainer gap |logp_trainer - logp_sampler|: "
             + (f"{sum(gaps) / len(gaps):.2e}" if gaps else "n/a (no update ran)")
@@ -660,8 +743,61 @@ def report(s: Settings, table: dict, runs: dict, clock: Clock) -> int:
     print(f"total {total / 60:.1f} min; steps: "
           + ", ".join(f"{k} {v:.0f}s" for k, v in clock.steps.items()))  # fmt: skip
     complete = len(stages) == 3
-    print("GOAL MET" if goal and complete and total <= 45 * 60 else "goal not met")
+    met = goal and complete and total <= 45 * 60
+    print("GOAL MET" if met else "goal not met")
+    if root is not None:
+        record = {
+            "settings": asdict(s),
+            "table": table,
+            "dapo": {name: r["history"] for name, r in runs.items()},
+            "minutes": total / 60,
+            "goal_met": met,
+        }
+        out = Path(root) / "learning.json"
+        out.write_text(json.dumps(record, indent=1, default=str))
+        print(f"results: {out}")
+    if plot is not None:
+        plot_table(table, s.attempts, plot)
+        print(f"plot: {plot}")
     return 0
+
+
+def plot_table(table: dict, attempts: int, path: Path) -> None:
+    """The stage table as a PNG: Pass@1 +- 2 SEM bars with Pass@k markers, and the share of
+    attempts that dithered / submitted per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(table)
+    x = list(range(len(names)))
+    colors = {"base": "#9e9e9e", "rft": "#4c72b0", "dapo": "#55a868", "flipped": "#c44e52"}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 2]})
+    p1 = [table[n]["pass_at_1"] for n in names]
+    err = [2 * table[n]["pass_at_1_sem"] for n in names]
+    left.bar(x, p1, yerr=err, capsize=6, color=[colors.get(n, "#8172b2") for n in names])
+    pk = [table[n]["pass_at_k"][str(attempts)] for n in names]
+    left.scatter(x, pk, marker="_", s=600, color="black", zorder=3, label=f"Pass@{attempts}")
+    for i, v in enumerate(p1):
+        left.text(i, v + err[i] + 0.005, f"{v:.3f}", ha="center", va="bottom", fontsize=9)
+    left.set_xticks(x, names)
+    left.set_ylabel("held-out Pass@1 (bars: +- 2 SEM)")
+    left.set_title("Learning benchmark: toy-SWE eval split")
+    left.legend(loc="upper left")
+    width = 0.38
+    right.bar([i - width / 2 for i in x], [table[n]["dithered"] for n in names], width,
+              label="dithered", color="#dd8452")  # fmt: skip
+    right.bar([i + width / 2 for i in x], [table[n]["submit_rate"] for n in names], width,
+              label="submitted", color="#64b5cd")  # fmt: skip
+    right.set_xticks(x, names)
+    right.set_ylim(0, 1)
+    right.set_ylabel("share of attempts")
+    right.set_title("The bad habit and submissions")
+    right.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

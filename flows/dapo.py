@@ -44,6 +44,7 @@ ROLLOUT_PASSTHROUGH = (
     "grade_unsubmitted",
     "turn_penalty_threshold",
     "command_timeout",
+    "relative_paths",
     "grading_timeout",
     "prompts_dir",
     "generator",
@@ -57,6 +58,7 @@ UPDATE_PASSTHROUGH = (
     "micro_batch_size",
     "tis_cap",
     "scale_by_std",
+    "drop_unsolved",
     "bf16",
     "gradient_checkpointing",
 )
@@ -121,6 +123,7 @@ def dapo(
     grade_unsubmitted: bool | None = None,
     turn_penalty_threshold: int | None = None,
     command_timeout: float | None = None,
+    relative_paths: bool | None = None,
     grading_timeout: float | None = None,
     prompts_dir: str | None = None,
     generator: str | None = None,
@@ -132,6 +135,7 @@ def dapo(
     micro_batch_size: int | None = None,
     tis_cap: float | None = None,
     scale_by_std: bool | None = None,
+    drop_unsolved: bool | None = None,
     bf16: bool | None = None,
     gradient_checkpointing: bool | None = None,
     seed: int | None = None,
@@ -218,7 +222,13 @@ def dapo(
             )
             versions.append(out["trajectories"])
             drawn += batch
-            kept, total = signal(lake, versions, it)
+            kept, total = signal(
+                lake,
+                versions,
+                it,
+                scale_by_std=s.get("scale_by_std", True),
+                drop_unsolved=bool(s.get("drop_unsolved")),
+            )
             logger.info(
                 "iteration %d, draw %d: %d of %d samples carry a non-zero advantage (want %d)",
                 it,

@@ -150,6 +150,7 @@ def rollout(
     grade_unsubmitted: bool | None = None,
     turn_penalty_threshold: int | None = None,
     command_timeout: float | None = None,
+    relative_paths: bool | None = None,
     grading_timeout: float | None = None,
     prompts_dir: str | None = None,
     generator: str | None = None,

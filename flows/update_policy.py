@@ -33,6 +33,7 @@ def update_policy(
     weight_decay: float | None = None,
     max_grad_norm: float | None = None,
     scale_by_std: bool | None = None,
+    drop_unsolved: bool | None = None,
     tis_cap: float | None = None,
     chunk_size: int | None = None,
     temperature: float | None = None,
@@ -57,7 +58,8 @@ def update_policy(
     reused = version.version in before
     info = version.manifest.get("info", {})
     get_run_logger().info(
-        "%s models %s: %s kept, %s dropped (zero advantage), %s steps",
+        "%s models %s: %s kept, %s dropped (zero advantage or, with drop_unsolved, no success "
+        "in the group), %s steps",
         "reused" if reused else "trained",
         version.version,
         info.get("kept_samples"),

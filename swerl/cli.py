@@ -46,6 +46,14 @@ PromptsDir = Annotated[
     ),
 ]
 """The --prompts-dir option of the commands that run episodes (rollout, evaluate)."""
+RelativePaths = Annotated[
+    bool,
+    typer.Option(
+        help="Show paths under the repository root relative to it in observations "
+        "(src/app.py, not /testbed/src/app.py): fewer tokens per turn."
+    ),
+]
+"""The --relative-paths option of the commands that run episodes (rollout, evaluate)."""
 
 app = typer.Typer(
     help="swerl: multi-turn RL for software-engineering agents. Versioned datasets in a Parquet "
@@ -460,15 +468,28 @@ def toy_build(
     train: Annotated[int, typer.Option(min=0, help="Number of train tasks.")] = 48,
     eval_: Annotated[int, typer.Option("--eval", min=0, help="Number of eval tasks.")] = 16,
     name: Annotated[str, typer.Option(help="Name of the `tasks` version.")] = "toy-swe",
+    difficulty: Annotated[
+        list[int] | None,
+        typer.Option(
+            min=1,
+            max=3,
+            help="Keep only tasks of this difficulty (1: the issue names the file; 2: only the "
+            "function; 3: the bug is in a helper in another module). Repeat for several; "
+            "default all.",
+        ),
+    ] = None,
 ) -> None:
     """Generate the toy-SWE suite, run its tests, publish it as a `tasks` version."""
     from swerl.swe.toy import ToyGenerationError, publish_toy_suite
 
     try:
-        version = publish_toy_suite(lake(), seed=seed, n_train=train, n_eval=eval_, name=name)
+        version = publish_toy_suite(
+            lake(), seed=seed, n_train=train, n_eval=eval_, name=name, difficulties=difficulty
+        )
     except (*USER_ERRORS, ToyGenerationError) as e:
         fail(str(e))
-    console.print(f"tasks version {version} ({name}): {train} train + {eval_} eval tasks")
+    levels = f" of difficulty {', '.join(map(str, sorted(set(difficulty))))}" if difficulty else ""
+    console.print(f"tasks version {version} ({name}): {train} train + {eval_} eval tasks{levels}")
 
 
 @images_app.command("build")
@@ -615,6 +636,16 @@ def train_update_command(
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-6,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.1,
     max_grad_norm: Annotated[float, typer.Option(help="Gradient clip.")] = 1.0,
+    scale_by_std: Annotated[
+        bool, typer.Option(help="Advantages (R - mean) / std (the paper); else R - mean.")
+    ] = True,
+    drop_unsolved: Annotated[
+        bool,
+        typer.Option(
+            help="Also drop groups with no resolved sample (not the paper's; the learning "
+            "benchmark's default)."
+        ),
+    ] = False,
     tis_cap: Annotated[
         float | None, typer.Option(help="Truncated importance sampling cap (off).")
     ] = None,
@@ -640,6 +671,8 @@ def train_update_command(
             lr=lr,
             weight_decay=weight_decay,
             max_grad_norm=max_grad_norm,
+            scale_by_std=scale_by_std,
+            drop_unsolved=drop_unsolved,
             tis_cap=tis_cap,
             chunk_size=chunk_size,
             temperature=temperature,
@@ -706,6 +739,7 @@ def rollout_command(
         typer.Option(help="Nucleus sampling mass (1.0 is off). Keep 1 for rft/dapo, as above."),
     ] = 1.0,
     command_timeout: Annotated[float, typer.Option(help="Seconds per agent command.")] = 60.0,
+    relative_paths: RelativePaths = False,
     grading_timeout: Annotated[
         float, typer.Option(help="Seconds the test run of grading may take.")
     ] = 1800.0,
@@ -744,6 +778,7 @@ def rollout_command(
             temperature=temperature,
             top_p=top_p,
             command_timeout=command_timeout,
+            relative_paths=relative_paths,
             grading_timeout=grading_timeout,
             prompts_dir=prompts_dir,
         )
@@ -827,6 +862,7 @@ def evaluate_command(
     ] = 1.0,
     max_live_sandboxes: Annotated[int, typer.Option(help="Attempts in flight at once.")] = 8,
     command_timeout: Annotated[float, typer.Option(help="Seconds per agent command.")] = 60.0,
+    relative_paths: RelativePaths = False,
     grading_timeout: Annotated[
         float, typer.Option(help="Seconds the test run of grading may take.")
     ] = 1800.0,
@@ -857,6 +893,7 @@ def evaluate_command(
             grade_unsubmitted=grade_unsubmitted,
             turn_penalty_threshold=turn_penalty_threshold,
             command_timeout=command_timeout,
+            relative_paths=relative_paths,
             grading_timeout=grading_timeout,
             prompts_dir=prompts_dir,
         )

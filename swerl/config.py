@@ -120,6 +120,7 @@ ROLLOUT_PARAMETERS = (
     "grade_unsubmitted",
     "turn_penalty_threshold",
     "command_timeout",
+    "relative_paths",
     "grading_timeout",
     "prompts_dir",
 )
@@ -140,9 +141,7 @@ def rollout_config(settings: Mapping[str, Any], *, stage: str, iteration: int = 
 
     s = {k: v for k, v in settings.items() if v is not None}
     sampling = SamplingParams(**{k: s[k] for k in ("temperature", "top_p") if k in s})
-    tools = ToolConfig(
-        **({"command_timeout": s["command_timeout"]} if "command_timeout" in s else {})
-    )
+    tools = ToolConfig(**{k: s[k] for k in ("command_timeout", "relative_paths") if k in s})
     episode = EpisodeConfig(
         **{k: s[k] for k in ("max_turns", "max_context_tokens") if k in s},
         max_turn_tokens=s.get("max_new_tokens"),

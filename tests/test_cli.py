@@ -107,6 +107,18 @@ def toy_root(tmp_path_factory):
     return root, model
 
 
+def test_toy_build_keeps_only_the_difficulties_asked_for(tmp_path):
+    from swerl.swe.task import load_tasks
+
+    root = tmp_path / "lake"
+    out = swerl(root, "toy", "build", "--train", "2", "--eval", "1", "--difficulty", "2")
+    assert out.exit_code == 0, out.output
+    assert "of difficulty 2" in " ".join(out.output.split())  # rich wraps lines
+    assert {t.meta["difficulty"] for t in load_tasks("toy-swe", root=root)} == {2}
+    out = swerl(root, "toy", "build", "--difficulty", "4")
+    assert out.exit_code != 0 and "less than or equal to 3" in " ".join(out.output.split())
+
+
 def test_models_tiny_records_its_spec_and_the_copying_warm_up(toy_root):
     record = json.loads((toy_root[1] / "swerl_tiny.json").read_text())
     assert (record["hidden_size"], record["layers"], record["copy_steps"]) == (32, 1, 2)
@@ -130,6 +142,7 @@ def test_rollout_options_reach_the_config_and_prompts_dir_picks_the_prompts(toy_
         "--max-new-tokens", "8", "--temperature", "0.7", "--top-p", "0.9",
         "--command-timeout", "9", "--grading-timeout", "600", "--turn-penalty-threshold", "1",
         "--no-grade-unsubmitted", "--demonstration", "--prompts-dir", "tiny", "--seed", "1",
+        "--relative-paths",
     )  # fmt: skip
     assert out.exit_code == 0, out.output
     lake = Lake(root)
@@ -142,6 +155,7 @@ def test_rollout_options_reach_the_config_and_prompts_dir_picks_the_prompts(toy_
     assert (config["demonstration"], config["prompts_dir"]) == (True, "tiny")
     assert (episode["max_turns"], episode["max_context_tokens"]) == (2, 2048)
     assert (episode["max_turn_tokens"], episode["tools"]["command_timeout"]) == (8, 9.0)
+    assert episode["tools"]["relative_paths"] is True
     assert episode["sampling"]["temperature"] == 0.7 and episode["sampling"]["top_p"] == 0.9
     assert config["grading_timeout"] == 600.0
     (row,) = lake.read("trajectories", version).to_pylist()
@@ -161,7 +175,7 @@ def test_evaluate_options_reach_the_config_and_prompts_dir_picks_the_prompts(toy
         "--max-context-tokens", "2048", "--max-new-tokens", "8", "--temperature", "0.7",
         "--top-p", "0.9", "--max-live-sandboxes", "1", "--turn-penalty-threshold", "1",
         "--no-grade-unsubmitted", "--command-timeout", "9", "--grading-timeout", "600",
-        "--prompts-dir", "tiny",
+        "--prompts-dir", "tiny", "--relative-paths",
     )  # fmt: skip
     assert out.exit_code == 0, out.output
     lake = Lake(root)
@@ -178,6 +192,7 @@ def test_evaluate_options_reach_the_config_and_prompts_dir_picks_the_prompts(toy
     assert (episode["max_turns"], episode["max_context_tokens"]) == (2, 2048)
     assert (episode["max_turn_tokens"], episode["tools"]["command_timeout"]) == (8, 9.0)
     assert episode["sampling"]["temperature"] == 0.7 and episode["sampling"]["top_p"] == 0.9
+    assert episode["tools"]["relative_paths"] is True
     assert config["prompts_sha256"]  # the prompts' text is part of the fingerprint
     (row,) = lake.read("evals", version).to_pylist()
     assert row["messages"][0]["content"] == tiny_prompt("system.md")

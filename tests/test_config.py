@@ -215,6 +215,7 @@ NON_DEFAULT = {  # a value for every flat name, none of them the library default
     "grade_unsubmitted": False,
     "turn_penalty_threshold": 3,
     "command_timeout": 9.0,
+    "relative_paths": True,
     "grading_timeout": 99.0,
     "prompts_dir": "tiny",
 }
@@ -247,6 +248,7 @@ def test_rollout_config_maps_every_flat_name():
         "grade_unsubmitted": c.grade_unsubmitted,
         "turn_penalty_threshold": c.turn_penalty_threshold,
         "command_timeout": e.tools.command_timeout,
+        "relative_paths": e.tools.relative_paths,
         "grading_timeout": c.grading_timeout,
         "prompts_dir": c.prompts_dir,
     }

@@ -354,3 +354,41 @@ def test_submit_ends_without_an_observation_and_takes_no_arguments(tools):
     assert obs.submitted and obs.text == ""
     obs, body = run(tools, "submit now")
     assert obs.tool_error and "submit takes no arguments" in body
+
+
+# ---- relative paths ---------------------------------------------------------------------------
+
+
+def test_relative_paths_show_paths_under_the_root_relative_to_it(sandbox, root):
+    sandbox.run(f"cd {root}")
+    tools = Tools(sandbox, ToolConfig(command_timeout=2, relative_paths=True))
+    obs, body = run(tools, "echo hi")
+    assert obs.text.endswith("(Current directory: ., current file: n/a) bash-$")
+    obs, body = run(tools, f"open {root}/pkg/core.py")  # an absolute path is taken as well
+    assert body.splitlines()[0] == "[File: pkg/core.py (6 lines total)]"
+    assert obs.text.endswith("(Current directory: ., current file: pkg/core.py) bash-$")
+    _, body = run(tools, "search_file 'def sub' pkg")
+    assert body.splitlines() == [
+        'Found 1 matches for "def sub" in pkg:',
+        "pkg/core.py:5:def sub(a, b):",
+    ]
+    obs, body = run(tools, "replace 'no such text' 'x'")
+    assert obs.tool_error and body == "replace: no match for 'no such text' in pkg/core.py"
+    obs, body = run(tools, "open pkg/none.py")
+    assert obs.tool_error and body == "File pkg/none.py not found"
+    run(tools, "cd pkg")
+    obs, _ = run(tools, "open core.py")
+    assert obs.text.endswith("(Current directory: pkg, current file: pkg/core.py) bash-$")
+    # outside the root, paths stay absolute
+    obs, _ = run(tools, "cd /")
+    assert obs.text.endswith("(Current directory: /, current file: pkg/core.py) bash-$")
+    sandbox.run(f"cd {root}")
+
+
+def test_show_leaves_paths_alone_without_relative_paths(tools, root):
+    assert tools.show(f"{root}/pkg/core.py") == f"{root}/pkg/core.py"
+    relative = Tools(tools.sandbox, ToolConfig(relative_paths=True))
+    assert relative.show(f"{root}/pkg/core.py") == "pkg/core.py"
+    assert relative.show(root) == "."
+    assert relative.show(f"{root}-other/x.py") == f"{root}-other/x.py"  # a sibling, not under it
+    assert relative.show("/etc/hosts") == "/etc/hosts"

@@ -96,6 +96,9 @@ def test_publish_writes_a_named_tasks_version_and_reuses_it(tmp_path):
         materialize_repo(task, tmp_path / task.instance_id)  # checks base_commit
     assert publish_toy_suite(lake, seed=3, n_train=3, n_eval=2) == version
     assert len(lake.versions("tasks")) == 1
+    easy = publish_toy_suite(lake, seed=3, n_train=2, n_eval=1, name="easy", difficulties=[1])
+    assert lake.manifest("tasks", easy)["parameters"]["difficulties"] == [1]
+    assert {t.meta["difficulty"] for t in load_tasks("easy", root=lake.root)} == {1}
 
 
 def test_a_task_whose_patch_does_not_fix_the_bug_is_refused():

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from swerl.swe.toy import toy_tasks
+from swerl.swe.toy import task_difficulty, toy_tasks
 from swerl.swe.toy.families import FAMILIES
 from swerl.swe.toy.generate import MAX_LINES, generate_task
 from swerl.swe.toy.vocab import POOLS
@@ -25,6 +25,21 @@ def test_same_arguments_same_task_and_other_seeds_differ():
 
 def test_eval_tasks_do_not_depend_on_the_train_count():
     assert toy_tasks(0, 2, 3)[2:] == toy_tasks(0, 9, 3)[9:]
+
+
+def test_a_difficulty_filter_keeps_the_same_tasks_of_those_difficulties():
+    every = toy_tasks(0, 42, 21)
+    easy = toy_tasks(0, 10, 5, difficulties=[1])
+    assert [t.meta["difficulty"] for t in easy] == [1] * 15
+    assert [t.meta["index"] for t in easy[:10]] == [0, 1, 2, 3, 4, 5, 6, 21, 22, 23]
+    by_id = {t.instance_id: t for t in every}
+    assert all(by_id[t.instance_id] == t for t in easy if t.instance_id in by_id)
+    two_three = toy_tasks(0, 14, 0, difficulties=(3, 2))
+    assert {t.meta["difficulty"] for t in two_three} == {2, 3}
+    assert [task_difficulty(i) for i in (0, 6, 7, 14, 20, 21)] == [1, 1, 2, 3, 3, 1]
+    for bad in ([], [0], [1, 4]):
+        with pytest.raises(ValueError, match="difficulties must be a non-empty subset"):
+            toy_tasks(0, 1, 1, difficulties=bad)
 
 
 def test_every_family_and_difficulty_in_each_split(tasks):

@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from swerl.train.dapo import group_advantages, nonzero_advantage_mask, policy_loss, sampler_gap
+from swerl.train.dapo import (
+    group_advantages,
+    nonzero_advantage_mask,
+    policy_loss,
+    sampler_gap,
+    solved_group_mask,
+)
 
 # --- advantages -----------------------------------------------------------------------------
 
@@ -206,3 +212,13 @@ def test_k3_averages_to_the_exact_kl():
     tokens = torch.tensor([0, 0, 1, 2])
     gap = sampler_gap(p.log()[tokens][None], q.log()[tokens][None], torch.ones(1, 4))
     assert gap["kl_k3"] == pytest.approx(float((q * (q / p).log()).sum()))
+
+
+def test_solved_group_mask_keeps_groups_with_a_success():
+    groups = ["a", "a", "b", "b", "c", 7, 7]
+    resolved = [False, True, False, None, True, False, False]
+    expected = [True, True, False, False, True, False, False]
+    assert solved_group_mask(resolved, groups).tolist() == expected
+    assert solved_group_mask([True, False], torch.tensor([3, 3])).tolist() == [True, True]
+    with pytest.raises(ValueError, match="2 resolved flags but 1 group ids"):
+        solved_group_mask([True, False], ["a"])

@@ -3,6 +3,7 @@ mask covers exactly the assistant turns, and the token ids are the rendered conv
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -169,6 +170,36 @@ def test_dithering_demos_look_around_until_the_turns_run_out(chat, tasks):
     assert 8 <= sum(map(gives_up, drawn)) <= 30 and 8 <= sum(map(dithers, drawn)) <= 30
     with pytest.raises(DemoError, match="dithering demo needs max_turns"):
         demo_messages(tasks[0], random.Random(0), DemoConfig(dither_rate=1.0))
+
+
+def test_dithering_demos_that_stop_fix_the_bug_late(chat, tasks):
+    plain = DemoConfig(fix="replace", detour_rate=0.0, dither_rate=1.0)
+    # dither_stop = 0 draws nothing more: the same demos as before the option
+    assert demo_messages(tasks[0], random.Random(5), plain, 8) == demo_messages(
+        tasks[0], random.Random(5), dataclasses.replace(plain, dither_stop=0.0), 8
+    )
+    stop = dataclasses.replace(plain, dither_stop=1.0)  # stops after its first look
+    said = demo_messages(tasks[0], random.Random(5), stop, 8)
+    looks = [i for i, m in enumerate(said) if m.startswith(DITHER)]
+    assert len(looks) == 1 and said[-1].endswith("submit\n```") and not dithers(said)
+    assert said[looks[0] + 1].split("```command\n")[1].startswith("replace ")
+    # played for real: resolved and submitted, with the look's turn spent
+    episode = EpisodeConfig(max_turns=8)
+    rollout = RolloutConfig(
+        stage="rft", samples=1, backend="local", episode=episode, turn_penalty_threshold=4
+    )
+    (ep,) = build_demos(tasks[:1], chat, rollout, stop, policy_version="t")
+    assert ep.trajectory["resolved"] and ep.trajectory["termination"] == "submitted"
+    assert ep.trajectory["turns"] == len(said)
+    # with no room for the fix, a stop is not taken: it looks until the turns run out
+    tight = demo_messages(tasks[0], random.Random(5), stop, len(said) - 1)
+    assert dithers(tight) and len(tight) == len(said) - 1
+    # some stop, some run out, seeded
+    half = dataclasses.replace(plain, dither_stop=0.25)
+    drawn = [demo_messages(tasks[0], random.Random(f"s:{s}"), half, 8) for s in range(40)]
+    assert 5 <= sum(map(dithers, drawn)) <= 35
+    with pytest.raises(ValueError, match="must be"):
+        DemoConfig(dither_stop=1.5)
 
 
 def test_a_task_without_toy_meta_is_refused(tasks):

@@ -8,10 +8,16 @@ from swerl.lake import Lake
 from swerl.train.schedule import DapoStage, DapoStages, draw_tasks, pool_ids, refilter_pool, signal
 
 
-def _traj(lake: Lake, outcomes: dict[str, list[bool]], iteration: int = 0) -> str:
+def _traj(
+    lake: Lake,
+    outcomes: dict[str, list[bool]],
+    iteration: int = 0,
+    rewards: dict[str, list[float]] | None = None,
+) -> str:
     rows = []
     for task, resolved in outcomes.items():
         for s, ok in enumerate(resolved):
+            reward = (rewards or {}).get(task, [1.0 if r else 0.0 for r in resolved])[s]
             rows.append(
                 {
                     "trajectory_id": f"{task}/{iteration}/{s}",
@@ -22,7 +28,7 @@ def _traj(lake: Lake, outcomes: dict[str, list[bool]], iteration: int = 0) -> st
                     "group_id": f"dapo/{iteration}/{task}",
                     "sample": s,
                     "resolved": ok,
-                    "reward": 1.0 if ok else 0.0,
+                    "reward": reward,
                 }
             )
     return lake.write("trajectories", rows, stage="test", parameters={"n": len(rows)}, force=True)
@@ -44,6 +50,14 @@ def test_signal_counts_only_groups_with_a_spread(tmp_path):
     assert signal(lake, [v1, v2], 1) == (6, 12)
     assert signal(lake, [v1, v2], 0) == (0, 0)  # another iteration: nothing
     assert signal(lake, [], 1) == (0, 0)
+
+
+def test_signal_with_drop_unsolved_counts_only_groups_with_a_success(tmp_path):
+    lake = Lake(tmp_path)
+    # group b has no success, but the turn penalty gives it a spread
+    v = _traj(lake, {"a": [True, False], "b": [False, False]}, 1, rewards={"b": [0.0, -1.0]})
+    assert signal(lake, [v], 1) == (4, 4)
+    assert signal(lake, [v], 1, drop_unsolved=True) == (2, 4)
 
 
 def test_refilter_drops_easy_and_never_solved_tasks_and_keeps_untried(tmp_path):

@@ -271,6 +271,23 @@ def test_all_zero_advantage_is_refused(tiny, tmp_path):
     assert _nothing_published(lake)
 
 
+def test_drop_unsolved_drops_groups_without_a_success(tiny, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    # group b: no success, but a spread (the turn penalty): kept unless drop_unsolved
+    rows = trajectory_rows(tiny, {"a": [1.0, 0.0], "b": [0.0, -1.0]})
+    tv = write_trajectories(lake, rows)
+    info = update_policy(lake, str(tiny), tv, 0, CONFIG).manifest["info"]
+    assert (info["kept_samples"], info["dropped_samples"]) == (4, 0)
+    dropping = replace(CONFIG, drop_unsolved=True)
+    version = update_policy(lake, str(tiny), tv, 0, dropping)
+    assert version.manifest["parameters"]["drop_unsolved"] is True
+    info = version.manifest["info"]
+    assert (info["kept_samples"], info["dropped_samples"]) == (2, 2)
+    unsolved = write_trajectories(lake, trajectory_rows(tiny, {"b": [0.0, -1.0]}))
+    with pytest.raises(UpdateError, match="no resolved sample: drop_unsolved is on"):
+        update_policy(lake, str(tiny), unsolved, 0, dropping)
+
+
 def test_missing_or_corrupt_model_is_refused(tiny, tmp_path):
     lake = Lake(tmp_path / "lake")
     tv = write_trajectories(lake, trajectory_rows(tiny, MIXED))
