@@ -1,58 +1,45 @@
 """The learning benchmark (issue 8): the paper's Table 1 in miniature on the toy-SWE suite.
 
-    nice -n 10 .venv/bin/python benchmarks/learning.py                 # the full run
-    nice -n 10 .venv/bin/python benchmarks/learning.py --quick         # a smoke run (minutes)
+    .venv/bin/python benchmarks/learning.py --plot table.png          # the full run (~40 min)
+    .venv/bin/python benchmarks/learning.py --quick                   # a smoke run (1 min)
     .venv/bin/python benchmarks/learning.py --data /tmp/learn --stop-after base   # one stage
 
 Stages, each a library call on one lake (`--data`, a temporary one by default; re-running on
 the same lake reuses every finished stage by its fingerprint):
-1. the toy suite (train / eval splits) and a tiny model whose tokenizer is trained on the
-   prompts and the train split's text (never the eval split's), warmed up to copy;
+1. the toy suite (difficulty 1 by default: the issue names the buggy file) and a tiny model
+   whose tokenizer is trained on the prompts and the train split's text (never the eval
+   split's), warmed up to copy;
 2. base policy: a short SFT (`train_rft`, `resolved_only=False`) on scripted demonstrations of
    the first `demo_tasks` train tasks (`swerl.train.demos`: gold patches played as episodes,
-   imperfect on purpose: detours, and a bad habit: `dither` = 30% of them open the buggy file
-   and look around until the turns run out, stored unresolved); the other train tasks are the RL pool (a `task_pool`
-   version), tasks the base never saw;
+   imperfect on purpose, and half of them with a bad habit: open the buggy file, then look
+   around, `DITHER`, until the turns run out or, with `dither_stop` after each look, fix the bug
+   late); the other train tasks are the RL pool, tasks the base never saw;
 3. RFT: `rollout` of the base policy on `rft_tasks` of the RL pool, `train_rft` on its resolved
    trajectories;
-4. DAPO: iterations of `rollout` (a sample of tasks x a group) and `update_policy` (turn
-   penalty, clip-higher, zero-advantage filtering), starting from the RFT policy, each iteration
-   on `dapo_tasks` fresh RL-pool tasks (ones RFT did not attempt and no earlier iteration drew);
-   `--dapo-pool refiltered` draws instead from the RFT-attempted tasks the base solved sometimes
-   (`refilter_pool`: tasks never or always solved dropped);
-5. control: the same steps from the same RFT policy on DAPO's own rollout batches with every
-   reward negated, which flips every advantage's sign (A = (R - mean) / std) and keeps the same
-   samples (the zero-advantage filter sees the same spreads): only the sign of the reward
-   differs. Done by writing a copy of each batch with `reward = -reward` (stage
-   `flip_rewards`), so no trainer flag is needed. From iteration 2 on the batches were sampled by
-   DAPO's policy, not the control's: the update's ratio is to the control's own pi_old, which it
-   recomputes, so the step is well defined; it saves the control's rollouts (about 1.6 min each);
+4. DAPO: iterations of `rollout` (`dapo_tasks` fresh RL-pool tasks x `group`) and
+   `update_policy` (turn penalty, clip-higher, zero-advantage filtering, and `drop_unsolved`:
+   groups with no success are dropped too), starting from the RFT policy;
+5. control: the same update steps from the same RFT policy on DAPO's own rollout batches with
+   every reward negated (stage `flip_rewards`), which flips every advantage's sign and keeps the
+   same samples: only the sign of the reward differs;
 6. `evaluate` on the held-out eval split after each stage: Pass@1 +- SEM over attempts, Pass@k.
 
-Printed: the stage table, the gaps in units of their combined standard error, and the honesty
-checks (share of DAPO samples dropped for zero advantage, mean sampler-trainer gap, the flipped
-control's Pass@1). Episodes run in the local sandbox backend (a temp directory per episode).
+Printed: the stage table, the gaps in units of twice their combined standard error, and the
+honesty checks (share of DAPO samples dropped for zero advantage, mean sampler-trainer gap, the
+flipped control's Pass@1); `learning.json` in the lake holds it all, `--plot` draws it.
+Episodes run in the local sandbox backend (a temp directory per episode).
 
-Made to fit a tiny model trained on a CPU:
-- short prompts (`configs/prompts/tiny`, via `prompts_dir`) and a 24-line window: a
-  demonstration is ~1,100 tokens instead of ~1,500 with the full prompts;
-- demonstrations type fixes with `replace` (the shortest unique SEARCH/REPLACE, e.g.
-  `replace 'code in' 'code not in'`) rather than `edit` with a line range and whole lines:
-  fewer tokens to get exactly right;
-- `eval_names="train"`: the eval split's held-out tasks are built from the train split's names
-  (a model with no pretraining would otherwise have to copy names it never saw).
-- a copying warm-up of the untrained model (`copy_steps`, `swerl.models.tiny.warm_up_copying`):
-  without it no base ever put the issue's file name into a command (1-8% of attempts); with it
-  37% do (256 train tasks, 2026-11-25);
-- RFT and DAPO attempt only tasks without a demonstration: on its own SFT tasks the base
-  recited memorised fixes (66% resolved) and RFT on those successes lowered held-out Pass@1;
-  on unseen tasks RFT raises it (run A: 0.121 -> 0.188 on 64 held-out tasks x 4);
-- DAPO trains each iteration on fresh pool tasks: re-drawing 16 of the ~30 tasks the base
-  solved sometimes raised the resolve rate on those tasks only.
-The goal is NOT met yet. With the dithering habit (run E) RFT cleared its gap (0.070 -> 0.109,
-1.31 x the margin) and DAPO did not (0.105): it learned to submit rather than run out of turns
-(submit rate 0.30 -> 0.52), not to resolve more, and the flipped control improved (0.133). RFT has cleared its gap in three of five runs
-(A, D, E), DAPO in none. README, "The learning benchmark", has the runs.
+Made to fit a tiny model trained on 2 CPU cores (README, "The learning benchmark", has the runs
+that led here):
+- short prompts (`configs/prompts/tiny`), a 24-line window, paths relative to the repository
+  root, fixes typed with `replace` (the shortest unique SEARCH/REPLACE): a difficulty-1
+  demonstration is ~1,000 tokens;
+- `eval_names="train"`: held-out tasks built from the train split's names (a model with no
+  pretraining cannot copy names it never saw), and a copying warm-up of the untrained model;
+- RFT and DAPO attempt only tasks without a demonstration (on its SFT tasks the base recites
+  memorised fixes), and DAPO trains each iteration on fresh tasks;
+- the scripted habit is what RFT and DAPO can remove: the base's failures otherwise were all
+  incompetence (a miscopied SEARCH), which a few thousand samples do not fix.
 """
 
 from __future__ import annotations
@@ -167,9 +154,8 @@ class Settings:
     # DAPO
     iterations: int = 4
     dapo_tasks: int = 64
-    """Tasks per DAPO iteration (x `group` samples each). 64 x 4 rather than 32 x 8 (the same 256
-    episodes): from run A's RFT policy, 3 iterations of 64 new tasks x 4 scored 0.207 on the
-    held-out split against 0.184 for 32 x 8 (README)."""
+    """Tasks per DAPO iteration (x `group` samples each): 4 iterations x 64 use the 256 RL-pool
+    tasks RFT did not attempt, so every iteration trains on tasks no earlier stage saw."""
     dapo_pool: str = "fresh"
     """Which RL-pool tasks DAPO draws: `fresh` (the ones RFT did not attempt, a disjoint sample
     each iteration, so every iteration trains on tasks no earlier stage saw, as the paper's
@@ -179,6 +165,8 @@ class Settings:
     """With `dapo_pool=refiltered`: keep tasks the base solved in fewer than this share of its
     RFT attempts (the paper's stage 2: 2/3)."""
     group: int = 8
+    """Samples per task in DAPO: with a ~15% resolve rate, 8 samples give a group with a
+    success (the only groups `drop_unsolved` keeps) about twice as often as 4."""
     dapo_lr: float = 2e-4
     dapo_batch: int = 64
     """Trajectories per optimizer step: 1-2 steps per iteration. From the same RFT policy on the
@@ -779,8 +767,9 @@ def plot_table(table: dict, attempts: int, path: Path) -> None:
     left.bar(x, p1, yerr=err, capsize=6, color=[colors.get(n, "#8172b2") for n in names])
     pk = [table[n]["pass_at_k"][str(attempts)] for n in names]
     left.scatter(x, pk, marker="_", s=600, color="black", zorder=3, label=f"Pass@{attempts}")
-    for i, v in enumerate(p1):
-        left.text(i, v + err[i] + 0.005, f"{v:.3f}", ha="center", va="bottom", fontsize=9)
+    for i, v in enumerate(p1):  # the value above the error bar, clear of the Pass@k marker
+        top = v + err[i] if pk[i] - (v + err[i]) > 0.03 else max(v + err[i], pk[i])
+        left.text(i, top + 0.005, f"{v:.3f}", ha="center", va="bottom", fontsize=9)
     left.set_xticks(x, names)
     left.set_ylabel("held-out Pass@1 (bars: +- 2 SEM)")
     left.set_title("Learning benchmark: toy-SWE eval split")

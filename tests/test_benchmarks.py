@@ -4,6 +4,7 @@ re-run on the same lake reuses every finished stage."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,14 @@ from swerl.lake import Lake
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_quick(data: Path) -> str:
+def run_quick(data: Path, *extra: str) -> str:
     command = [
         sys.executable,
         str(ROOT / "benchmarks" / "learning.py"),
         "--quick",
         "--data",
         str(data),
+        *extra,
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -27,7 +29,7 @@ def run_quick(data: Path) -> str:
 
 
 def test_learning_benchmark_quick_runs_every_stage_and_reuses_them(tmp_path):
-    out = run_quick(tmp_path / "lake")
+    out = run_quick(tmp_path / "lake", "--plot", str(tmp_path / "table.png"))
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[0] for row in table[1:]] == ["| base", "| rft", "| dapo", "| flipped"]
     for row in table[1:]:
@@ -48,6 +50,11 @@ def test_learning_benchmark_quick_runs_every_stage_and_reuses_them(tmp_path):
     negated = lake.read("trajectories", flipped[0].version)
     assert negated["reward"].to_pylist() == [-r for r in source["reward"].to_pylist()]
     published = {d: len(lake.versions(d)) for d in ("models", "trajectories", "evals")}
+    # the plot and the results record
+    assert (tmp_path / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads((tmp_path / "lake" / "learning.json").read_text())
+    assert list(record["table"]) == ["base", "rft", "dapo", "flipped"]
+    assert record["settings"]["drop_unsolved"] is True and len(record["dapo"]["dapo"]) == 1
 
     again = run_quick(tmp_path / "lake")  # every stage found by its fingerprint
     assert {d: len(lake.versions(d)) for d in published} == published

@@ -309,7 +309,7 @@ def training_curves(run: Run) -> Section:
                 "iteration": i,
                 "steps": len(g),
                 "kept samples": kept,
-                "dropped (zero advantage) %": _fmt(
+                "dropped (no signal) %": _fmt(
                     100 * dropped / (kept + dropped) if kept + dropped else None
                 ),
                 "clip low %": _fmt(_pct(_mean([r["clip_frac_low"] for r in g])), 2),
@@ -322,7 +322,9 @@ def training_curves(run: Run) -> Section:
     text = (
         "Means over the optimizer steps of each update round: clip fractions of the token ratio, "
         "entropy of the policy on action tokens, and the gap between the sampler's log-probs and "
-        "the trainer's recomputation (near 0 means the rollouts came from pi_old)."
+        "the trainer's recomputation (near 0 means the rollouts came from pi_old). Dropped: "
+        "samples with a zero advantage and, where the update ran with drop_unsolved, samples "
+        "of groups with no resolved episode."
     )
     return Section("training", title, text, png=_png(fig), table=table)
 

@@ -100,7 +100,7 @@ def test_a_run_is_its_final_model_and_ancestors(run):
     assert [r["steps"] for r in mine["training"].table] == [2, 2, 2, 2]
     assert whole["training"].table[0]["steps"] == 4
     # dropped share of iteration k: (4 + k) dropped vs 16 kept
-    assert [r["dropped (zero advantage) %"] for r in mine["training"].table] == [
+    assert [r["dropped (no signal) %"] for r in mine["training"].table] == [
         f"{100 * (4 + k) / (20 + k):.1f}" for k in range(4)
     ]
     # a run ending in RFT: its collection only; the rollouts RFT sampled were trained on by the
