@@ -10,6 +10,7 @@ clear observation and the episode goes on. Observations end with the prompt line
 from __future__ import annotations
 
 import posixpath
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Protocol
@@ -48,7 +49,8 @@ class ToolConfig:
     """`search_file` lists at most this many matching lines."""
     relative_paths: bool = False
     """Show paths under the repository root relative to it (`src/app.py`, directory `.`) in the
-    viewer, the prompt line, messages and search hits, instead of absolute (`/testbed/src/app.py`).
+    viewer, the prompt line, messages, search hits and command output, instead of absolute
+    (`/testbed/src/app.py`).
     Commands take either form. Fewer tokens per observation (a local sandbox's root is a long temp
     path): for a tiny model, 69 -> 21 tokens per prompt line."""
 
@@ -81,6 +83,17 @@ class Tools:
             return "."
         prefix = root.rstrip("/") + "/"
         return path[len(prefix) :] if path.startswith(prefix) else path
+
+    def show_in_text(self, text: str) -> str:
+        """`text` (a command's output) with every path under the repository root made relative
+        to it, as `show` does, and the root itself as `.`: a traceback names `pkg/core.py`. A
+        local sandbox's root holds a random temp name, which would otherwise make two runs'
+        observations differ (and the tiny model's demonstrations with them)."""
+        root = (self.root or "").rstrip("/")
+        if not self.config.relative_paths or not root:
+            return text
+        pattern = re.compile(re.escape(root) + r"(/|(?![\w.-]))")
+        return pattern.sub(lambda m: "" if m.group(1) == "/" else ".", text)
 
     # ---- entry point ---------------------------------------------------------------------------
 
@@ -127,7 +140,7 @@ class Tools:
 
     def _tool_bash(self, call: Call) -> Observation:
         result = self.sandbox.run(call.raw, timeout=self.config.command_timeout)
-        text = result.output
+        text = self.show_in_text(result.output)
         if result.timed_out:  # the sandbox appends its own note with the limit; add the advice
             text += "\nRun long jobs on a smaller input, or in the background with a time limit."
         elif not text.strip():

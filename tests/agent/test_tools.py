@@ -385,6 +385,18 @@ def test_relative_paths_show_paths_under_the_root_relative_to_it(sandbox, root):
     sandbox.run(f"cd {root}")
 
 
+def test_relative_paths_in_command_output(sandbox, root):
+    sandbox.run(f"cd {root}")
+    tools = Tools(sandbox, ToolConfig(command_timeout=2, relative_paths=True))
+    _, body = run(tools, 'python3 -c "import pkg.core; pkg.core.nope"')
+    assert 'File "<string>"' in body and root not in body
+    _, body = run(tools, f"pwd; ls -d {root}/pkg; echo {root}-other {root}x")
+    assert body.splitlines() == [".", "pkg", f"{root}-other {root}x"]
+    plain = Tools(sandbox, ToolConfig(command_timeout=2))
+    _, body = run(plain, "pwd")
+    assert body == root
+
+
 def test_show_leaves_paths_alone_without_relative_paths(tools, root):
     assert tools.show(f"{root}/pkg/core.py") == f"{root}/pkg/core.py"
     relative = Tools(tools.sandbox, ToolConfig(relative_paths=True))
