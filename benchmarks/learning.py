@@ -782,10 +782,11 @@ def plot_table(table: dict, attempts: int, path: Path) -> None:
     right.bar([i + width / 2 for i in x], [table[n]["submit_rate"] for n in names], width,
               label="submitted", color="#64b5cd")  # fmt: skip
     right.set_xticks(x, names)
-    right.set_ylim(0, 1)
+    right.set_ylim(0, 1.2)
+    right.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     right.set_ylabel("share of attempts")
     right.set_title("The bad habit and submissions")
-    right.legend(loc="upper right")
+    right.legend(loc="upper center", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
