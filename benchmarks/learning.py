@@ -331,16 +331,21 @@ def resolved_by_family(lake: Lake, evals: str, tasks: str) -> dict[str, str]:
     return {f: f"{c[0]}/{c[1]}" for f, c in sorted(counts.items())}
 
 
-def habit_turns(lake: Lake, dataset: str, version: str, habit: str) -> float:
-    """Mean number of assistant messages per episode that start like `habit` (e.g. the looks of
-    the dithering habit per attempt)."""
+def habit_counts(lake: Lake, dataset: str, version: str, habit: str) -> list[int]:
+    """Per episode (`evals` or `trajectories` rows), the assistant messages that start like a
+    scripted bad habit's demonstrations (`swerl.train.demos.GIVE_UP` or `DITHER`)."""
     rows = lake.read(dataset, version, columns=["messages"])["messages"].to_pylist()
-    cue = habit.split(".")[0]
-    hits = sum(
+    cue = habit.split(".")[0]  # its first sentence, e.g. "I am not sure yet"
+    return [
         sum(m["role"] == "assistant" and m["content"].startswith(cue) for m in messages)
         for messages in rows
-    )
-    return hits / len(rows) if rows else 0.0
+    ]
+
+
+def habit_turns(lake: Lake, dataset: str, version: str, habit: str) -> float:
+    """Mean habit messages per episode (e.g. the dithering habit's looks per attempt)."""
+    counts = habit_counts(lake, dataset, version, habit)
+    return sum(counts) / len(counts) if counts else 0.0
 
 
 def train_threads() -> None:
@@ -354,15 +359,9 @@ def train_threads() -> None:
 
 
 def habit_share(lake: Lake, dataset: str, version: str, habit: str) -> float:
-    """Share of episodes (`evals` or `trajectories` rows) with an assistant message that starts
-    like a scripted bad habit's demonstrations (`swerl.train.demos.GIVE_UP` or `DITHER`)."""
-    rows = lake.read(dataset, version, columns=["messages"])["messages"].to_pylist()
-    cue = habit.split(".")[0]  # its first sentence, e.g. "I am not sure yet"
-    hits = sum(
-        any(m["role"] == "assistant" and m["content"].startswith(cue) for m in messages)
-        for messages in rows
-    )
-    return hits / len(rows) if rows else 0.0
+    """Share of episodes with at least one habit message."""
+    counts = habit_counts(lake, dataset, version, habit)
+    return sum(c > 0 for c in counts) / len(counts) if counts else 0.0
 
 
 def names_bug_file(lake: Lake, evals: str, tasks: str) -> float:

@@ -76,13 +76,7 @@ class Tools:
     def show(self, path: str) -> str:
         """`path` as the agent sees it: relative to the repository root with `relative_paths`
         (`.` for the root itself; paths outside it stay absolute), else unchanged."""
-        root = self.root
-        if not self.config.relative_paths or not root or not path.startswith("/"):
-            return path
-        if path == root:
-            return "."
-        prefix = root.rstrip("/") + "/"
-        return path[len(prefix) :] if path.startswith(prefix) else path
+        return self.show_in_text(path) if path.startswith("/") else path
 
     def show_in_text(self, text: str) -> str:
         """`text` (a command's output) with every path under the repository root made relative
@@ -92,7 +86,7 @@ class Tools:
         root = (self.root or "").rstrip("/")
         if not self.config.relative_paths or not root:
             return text
-        pattern = re.compile(re.escape(root) + r"(/|(?![\w.-]))")
+        pattern = re.compile(re.escape(root) + r"(/|(?![\w.-]))")  # the root, not root2/
         return pattern.sub(lambda m: "" if m.group(1) == "/" else ".", text)
 
     # ---- entry point ---------------------------------------------------------------------------

@@ -98,6 +98,25 @@ def nonzero_advantage_mask(advantages: Tensor, tol: float = 1e-6) -> Tensor:
     return advantages.abs() > tol
 
 
+def keep_mask(
+    rewards: Tensor | Sequence[float],
+    group_ids: Sequence[Hashable] | Tensor,
+    resolved: Sequence[bool | None] | None = None,
+    *,
+    scale_by_std: bool = True,
+    eps: float = 1e-6,
+    tol: float = 1e-6,
+) -> tuple[Tensor, Tensor]:
+    """(advantages, keep): the update's sample filter in one place, for the update itself and
+    for dynamic sampling's count. `resolved` given: also drop groups with no resolved sample
+    (`drop_unsolved`)."""
+    adv = group_advantages(rewards, group_ids, scale_by_std=scale_by_std, eps=eps, tol=tol)
+    keep = nonzero_advantage_mask(adv, tol)
+    if resolved is not None:
+        keep &= solved_group_mask(resolved, group_ids)
+    return adv, keep
+
+
 def policy_loss(
     logprobs: Tensor,
     old_logprobs: Tensor,

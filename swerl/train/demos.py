@@ -23,7 +23,8 @@ probability `give_up_rate` the demo opens the buggy file and then submits it unc
 (`GIVE_UP`, reward 0); with probability `dither_rate` it opens the buggy file and then looks
 around (`DITHER`: `ls`, `grep`) until the episode runs out of turns (reward -1 with the turn
 penalty), or, with probability `dither_stop` after each look, stops looking and fixes the bug
-late (resolved, turns wasted). Such a demo is graded like any episode and stored as what it is, unresolved; one that
+late (resolved, turns wasted). A habit demo is graded like any episode and stored as what it
+is (unresolved unless it fixed the bug late); a give-up or dithering demo that
 resolves, or ends otherwise, raises. Behaviour cloning of all demos
 (`RFTConfig(resolved_only=False)`) gives a policy with that habit at one early decision, whose
 cost only the reward shows: rejection fine-tuning on its own successes and DAPO should unlearn

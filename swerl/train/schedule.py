@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from swerl.lake import Lake
-from swerl.train.dapo import group_advantages, nonzero_advantage_mask, solved_group_mask
+from swerl.train.dapo import keep_mask
 
 REFILTER_STAGE = "refilter_pool"
 
@@ -112,15 +112,13 @@ def signal(
     table = table.filter(pc.is_valid(table["reward"]))  # episodes that never started: no sample
     if table.num_rows == 0:
         return 0, 0
-    adv = group_advantages(
+    _, keep = keep_mask(
         table["reward"].to_pylist(),
         table["group_id"].to_pylist(),
+        table["resolved"].to_pylist() if drop_unsolved else None,
         scale_by_std=scale_by_std,
         tol=tol,
     )
-    keep = nonzero_advantage_mask(adv, tol)
-    if drop_unsolved:
-        keep &= solved_group_mask(table["resolved"].to_pylist(), table["group_id"].to_pylist())
     return int(keep.sum()), table.num_rows
 
 

@@ -83,13 +83,7 @@ from swerl.train.checkpoint import (
     save_model,
     save_optimizer_state,
 )
-from swerl.train.dapo import (
-    group_advantages,
-    nonzero_advantage_mask,
-    policy_loss,
-    sampler_gap,
-    solved_group_mask,
-)
+from swerl.train.dapo import keep_mask, policy_loss, sampler_gap
 from swerl.train.metrics import write_train_metrics
 
 if TYPE_CHECKING:
@@ -544,16 +538,14 @@ def _read_iteration(lake: Lake, versions: list[str], iteration: int, source: str
 def _kept_samples(table: pa.Table, config: UpdateConfig, source: str) -> tuple[list[Sample], int]:
     import torch
 
-    adv = group_advantages(
+    adv, keep = keep_mask(
         table["reward"].to_pylist(),
         table["group_id"].to_pylist(),
+        table["resolved"].to_pylist() if config.drop_unsolved else None,
         scale_by_std=config.scale_by_std,
         eps=config.adv_eps,
         tol=config.tol,
     )
-    keep = nonzero_advantage_mask(adv, config.tol)
-    if config.drop_unsolved:
-        keep &= solved_group_mask(table["resolved"].to_pylist(), table["group_id"].to_pylist())
     # A kept sample must have something to train on.
     masks = table["loss_mask"].to_pylist()
     keep &= torch.tensor([any(m) for m in masks], dtype=torch.bool)
