@@ -35,6 +35,7 @@ always, unsubmitted ones (turn or context limit, generation error) too unless
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,11 +134,15 @@ def run_episode(
     system_prompt: str,
     issue_prompt: str,
     config: EpisodeConfig = EpisodeConfig(),
+    *,
+    seed: int | None = None,
 ) -> EpisodeResult:
-    """Play one episode in `sandbox` on token ids (see the module docstring)."""
+    """Play one episode in `sandbox` on token ids (see the module docstring). With `seed`, turn
+    i's request carries the seed `turn_seed(seed, i)`: its draws are its own, so the episode
+    samples the same tokens whatever other episodes share its batches."""
     started = time.monotonic()
     transcript = Transcript.start(chat, system_prompt, issue_prompt)
-    return _play(_TokenPath(transcript, generate), sandbox, config, started)
+    return _play(_TokenPath(transcript, generate), sandbox, config, started, seed)
 
 
 def run_text_episode(
@@ -234,8 +239,17 @@ class _TextPath:
         self.transcript.messages.append({"role": "user", "content": text})
 
 
+def turn_seed(seed: int, turn: int) -> int:
+    """The sampling seed of turn `turn` (from 0) of the episode seeded `seed`."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{turn}".encode()).digest()[:8]) >> 1
+
+
 def _play(
-    path: _TokenPath | _TextPath, sandbox: Sandbox, config: EpisodeConfig, started: float
+    path: _TokenPath | _TextPath,
+    sandbox: Sandbox,
+    config: EpisodeConfig,
+    started: float,
+    seed: int | None = None,
 ) -> EpisodeResult:
     """The episode loop, the same for both paths."""
     tools = Tools(sandbox, config.tools)
@@ -248,7 +262,12 @@ def _play(
             termination = "context_limit"
             break
         cap = min(budget, config.max_turn_tokens or budget)
-        params = dataclasses.replace(config.sampling, max_tokens=cap, stop_token_ids=path.stop)
+        params = dataclasses.replace(
+            config.sampling,
+            max_tokens=cap,
+            stop_token_ids=path.stop,
+            seed=config.sampling.seed if seed is None else turn_seed(seed, index),
+        )
         t0 = time.monotonic()
         try:
             message, n, ended = path.reply(params)

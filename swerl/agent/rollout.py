@@ -13,6 +13,15 @@ asks a chat-completions endpoint for text (evaluation of API models: no token id
 train on); `replay` plays the assistant messages of recorded `trajectories` versions again
 (`replay=[...]`, see `Replays`): re-grade recorded episodes in a new image, check their token
 fidelity with another tokenizer or template, or give the DAPO loop a known signal in tests.
+
+Reproducible sampling: every turn of episode (task, sample) of a stage seeded S samples with its
+own seed (`episode_seed(S, instance_id, sample)`, then `swerl.agent.episode.turn_seed`; vLLM's
+per-request `seed`), so the same stage run again - resumed after a crash, split into shards, on
+a busier machine - samples the same tokens, to float rounding (a batch's shape can move a logit
+in its last bits; vLLM's kernels are not batch-invariant either). What makes a local-backend
+episode differ between runs is then the sandbox's random root, when a prompt names it (the
+default instance prompt does; `prompts_dir="tiny"` does not) or when paths are shown absolute
+(`relative_paths`).
 """
 
 from __future__ import annotations
@@ -236,12 +245,19 @@ def run_rollouts(
     prompts: Prompts | None = None,
     skip: set[tuple[str, int]] | None = None,
     on_episode: Callable[[EpisodeRows], None] | None = None,
+    seed: int | None = None,
 ) -> list[EpisodeRows]:
     """Run `config.samples` episodes of every task; `skip` holds (instance_id, sample) pairs that
     are already done (resume). `on_episode` sees each episode as soon as it is graded (to save it
     and to show progress); the return value holds them all, in task and sample order. With
     `Replays`, each episode plays its own recording instead of sampling; an
-    `OpenAIChatGenerator` plays the text path (`chat` may then be None)."""
+    `OpenAIChatGenerator` plays the text path (`chat` may then be None).
+
+    `seed`: every turn of episode (task, sample) samples with its own seed, derived from
+    `episode_seed(seed, instance_id, sample)`, so what an episode samples does not depend on
+    which episodes share its batches, on thread timing, on a resume or on sharding (to float
+    rounding: a batch's shape can move a logit in its last bits). None: the generator's own
+    stream (draws in arrival order). Token path only; the text path sends no seed."""
     prompts = prompts or config.prompts()
     jobs = [
         (task, s)
@@ -264,6 +280,7 @@ def run_rollouts(
                 config,
                 policy_version,
                 prompts,
+                None if seed is None else episode_seed(seed, task.instance_id, s),
             )
             for task, s in jobs
         ]
@@ -286,6 +303,7 @@ def one_episode(
     config: RolloutConfig,
     policy_version: str,
     prompts: Prompts,
+    seed: int | None = None,
 ) -> EpisodeRows:
     """One episode of `task` (sample number `sample`), graded and scored, as its rows; a sandbox
     that cannot start is a recorded outcome. Also used to play scripted demonstrations
@@ -305,7 +323,13 @@ def one_episode(
                 assert chat is not None, "a token generator needs the model's chat format"
                 with generator.episode():
                     result = run_episode(
-                        chat, generator.complete, sandbox, system, issue, config.episode
+                        chat,
+                        generator.complete,
+                        sandbox,
+                        system,
+                        issue,
+                        config.episode,
+                        seed=seed,
                     )
         finally:
             t0 = time.monotonic()
@@ -592,6 +616,7 @@ def rollout(
                 policy_version=ref.id,
                 skip=skip,
                 on_episode=save,
+                seed=seed,
             )
         if shard is not None:
             return RolloutOutput(None, None, False, len(finished))
@@ -627,10 +652,17 @@ def _published(
 
 
 def generator_seed(seed: int, shard: int | None, resumed: int) -> int:
-    """The sampler's seed for one call of the stage: different per shard and per resume. With
-    the stage's seed alone, the samples of a task run by another shard, or after a resume, would
-    repeat the random draws of those already run: identical episodes in one group."""
+    """The generator's own seed for one call of the stage: different per shard and per resume.
+    Episodes sample with their own seeds (`episode_seed`); this stream serves only requests
+    without one."""
     return int(hashlib.sha256(f"{seed}/{shard}/{resumed}".encode()).hexdigest()[:8], 16)
+
+
+def episode_seed(seed: int, instance_id: str, sample: int) -> int:
+    """The seed of episode (`instance_id`, `sample`) of a stage seeded `seed`: a group's samples
+    differ, and the same stage run again, resumed or sharded draws the same numbers for it."""
+    digest = hashlib.sha256(f"{seed}/{instance_id}/{sample}".encode()).digest()
+    return int.from_bytes(digest[:8]) >> 1
 
 
 def check_images(tasks: list[Task]) -> None:

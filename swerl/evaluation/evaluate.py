@@ -237,6 +237,7 @@ def evaluate(
                 policy_version=model_id,
                 skip=skip,
                 on_episode=save,
+                seed=seed,
             )
 
         finished = store.load_all()

@@ -26,6 +26,11 @@ class SamplingParams:
     """Most tokens to generate for this request."""
     stop_token_ids: tuple[int, ...] = ()
     """Generation stops after any of these tokens (it is included in the output)."""
+    seed: int | None = None
+    """This request's own random stream (vLLM's per-request `seed`): the same seed, prompt and
+    weights draw the same tokens whatever else shares the batch. None: the generator's stream,
+    whose draws depend on the order requests arrive in. The rollout stage seeds every turn of
+    every episode (`swerl.agent.rollout.episode_seed`)."""
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -36,6 +41,8 @@ class SamplingParams:
             raise ValueError("top_k and min_p must be >= 0, repetition_penalty > 0")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
 
     @property
     def is_unmodified(self) -> bool:

@@ -168,14 +168,15 @@ class HFGenerator:
         cache, logits, mask = run.cache, run.logits, run.mask
         next_pos = run.positions[:, -1] + 1
 
+        draws = _Draws(params, self.rng, self.device)
         tokens: list[list[int]] = [[] for _ in range(batch)]
         logprobs: list[list[float]] = [[] for _ in range(batch)]
         finish: list[str | None] = [None] * batch
         history = [list(p) for p in prompts]
         fed = 0  # decoding steps whose tokens went through the model (and so into `cache`)
-        for _ in range(max(p.max_tokens for p in params)):
+        for step in range(max(p.max_tokens for p in params)):
             dist = _distributions(logits, params, history)
-            chosen = _sample(dist, self.rng)  # [batch, 1]
+            chosen = _sample(dist, draws.uniform(step))  # [batch, 1]
             chosen_lp = dist.gather(-1, chosen)[:, 0].tolist()
             for i, token in enumerate(chosen[:, 0].tolist()):
                 if finish[i] is not None:  # a finished row's sample is discarded
@@ -366,11 +367,40 @@ class _Preallocated(DynamicLayer):
         return self.keys, self.values
 
 
-def _sample(logp: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """One token per row drawn from log-probabilities [batch, vocab] by inverting the CDF (what
-    `torch.multinomial` does, minus its exponential draw over the whole vocabulary)."""
+class _Draws:
+    """The uniform numbers a batch's rows sample with, one per row and decoding step. A row whose
+    request has a `seed` reads its own stream (`torch.Generator` seeded with it: step t of that
+    request draws the same number in any batch, at any position); the other rows share the
+    generator's stream, drawn step by step in row order."""
+
+    def __init__(self, params: list[SamplingParams], rng: torch.Generator, device: torch.device):
+        self.rng, self.device, self.batch = rng, device, len(params)
+        self.seeded = [i for i, p in enumerate(params) if p.seed is not None]
+        self.own = None
+        if self.seeded:  # row j: the first max_tokens draws of its request's stream
+            own = torch.zeros((len(self.seeded), max(p.max_tokens for p in params)))
+            for j, i in enumerate(self.seeded):
+                seed, n = params[i].seed, params[i].max_tokens
+                own[j, :n] = torch.rand(n, generator=torch.Generator().manual_seed(seed))
+            self.own = own.to(device)
+
+    def uniform(self, step: int) -> torch.Tensor:
+        """[batch, 1] draws in [0, 1) for decoding step `step` (a finished row's are ignored)."""
+        if len(self.seeded) < self.batch:
+            u = torch.rand((self.batch, 1), generator=self.rng, device=self.device)
+        else:
+            u = torch.zeros((self.batch, 1), device=self.device)
+        if self.own is not None:
+            u[self.seeded, 0] = self.own[:, step]
+        return u
+
+
+def _sample(logp: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """One token per row drawn from log-probabilities [batch, vocab] by inverting the CDF at the
+    row's `uniform` draw [batch, 1] (what `torch.multinomial` does, minus its exponential draw over
+    the whole vocabulary)."""
     cdf = logp.exp().cumsum(-1)
-    u = torch.rand((logp.shape[0], 1), generator=rng, device=logp.device) * cdf[:, -1:]
+    u = uniform * cdf[:, -1:]
     chosen = torch.searchsorted(cdf, u, right=True)  # first token whose CDF exceeds u
     over = chosen >= logp.shape[-1]  # u rounded up to the total: the last token with mass
     if over.any():

@@ -39,6 +39,7 @@ def to_vllm(p: SamplingParams) -> Any:
         frequency_penalty=0.0,
         max_tokens=p.max_tokens,
         stop_token_ids=list(p.stop_token_ids),
+        seed=p.seed,  # a per-request stream: the draws do not depend on the batch
         logprobs=0,  # only the sampled token's log-prob
         detokenize=False,
         skip_special_tokens=False,

@@ -194,7 +194,7 @@ class VLLMServerGenerator:
             "skip_special_tokens": False,
             "include_stop_str_in_output": True,
             "n": 1,
-        }
+        } | ({"seed": p.seed} if p.seed is not None else {})
 
     def complete(self, prompt: list[int], p: SamplingParams) -> Completion:
         body = self.request_body(prompt, p)

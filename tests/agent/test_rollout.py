@@ -4,6 +4,7 @@ fidelity with our template and Qwen2.5's, sampler log-probs against a forward pa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from swerl.agent.chat import ChatFormat
 from swerl.agent.episode import EpisodeConfig
-from swerl.agent.rollout import RolloutConfig, rollout, run_rollouts
+from swerl.agent.rollout import RolloutConfig, rollout, run_batched, run_rollouts
+from swerl.agent.tools import ToolConfig
 from swerl.inference.base import SamplingParams
 from swerl.inference.batching import BatchingGenerator
 from swerl.inference.hf import HFGenerator
@@ -35,6 +37,13 @@ CONFIG = RolloutConfig(
     max_live_sandboxes=4,
     turn_penalty_threshold=2,
     episode=EpisodeConfig(max_turns=3, max_turn_tokens=24, sampling=SamplingParams()),
+)
+# the same with nothing of the local sandbox's random root in the episode: the tiny prompts do
+# not name the repository's directory, and paths are shown relative to it
+STABLE = dataclasses.replace(
+    CONFIG,
+    prompts_dir="tiny",
+    episode=dataclasses.replace(CONFIG.episode, tools=ToolConfig(relative_paths=True)),
 )
 
 
@@ -108,6 +117,25 @@ def test_tiny_model_rollouts_are_token_faithful(lake, model_dir, model, template
     assert sum(e.trajectory["format_errors"] for e in episodes) > 0  # random weights
 
 
+def test_seeded_episodes_sample_the_same_tokens_however_they_are_batched(lake, model_dir):
+    chat = chat_format(model_dir, "chatml")
+    tasks = load_tasks("toy-swe", root=lake.root)
+    runs = []
+    for max_batch, generator_seed in ((8, 3), (1, 4)):  # other batches, other generator stream
+        episodes = run_batched(
+            tasks,
+            HFGenerator(model_dir, seed=generator_seed),
+            chat,
+            STABLE,
+            max_batch=max_batch,
+            policy_version="tiny",
+            seed=11,
+        )
+        runs.append([e.trajectory["token_ids"] for e in episodes])
+    assert runs[0] == runs[1]
+    assert len({tuple(ids) for ids in runs[0]}) == len(runs[0])  # episodes differ
+
+
 def test_rollout_stage_publishes_reuses_forces_and_resumes(lake, model_dir, model):
     calls = []
 
@@ -115,7 +143,7 @@ def test_rollout_stage_publishes_reuses_forces_and_resumes(lake, model_dir, mode
         calls.append((done, total))
         raise Crash("stop after the first saved episode")
 
-    kwargs = dict(model=str(model_dir), tasks="toy-swe", config=CONFIG, max_batch=8)
+    kwargs = dict(model=str(model_dir), tasks="toy-swe", config=STABLE, max_batch=8)
     with pytest.raises(Crash):
         rollout(lake, progress=crash_after_first, **kwargs)
     assert calls == [(1, 4)] and "trajectories" not in lake.datasets()
@@ -149,6 +177,10 @@ def test_rollout_stage_publishes_reuses_forces_and_resumes(lake, model_dir, mode
     forced = rollout(lake, force=True, **kwargs)
     assert not forced.reused and forced.trajectories != out.trajectories
     assert len(lake.versions("trajectories")) == 2
+    # episodes sample with their own seeds: the crashed-and-resumed run drew what an
+    # uninterrupted one draws, though its episodes shared other batches
+    uninterrupted = lake.read("trajectories", forced.trajectories).to_pylist()
+    assert [r["token_ids"] for r in uninterrupted] == [r["token_ids"] for r in trajectories]
 
     # shards run their share and publish nothing; a last call publishes every episode at once
     sharded = dict(kwargs, seed=1)
@@ -160,6 +192,7 @@ def test_rollout_stage_publishes_reuses_forces_and_resumes(lake, model_dir, mode
     rows = lake.read("trajectories", final.trajectories).to_pylist()
     assert len(rows) == 4 and all(r["fidelity_mismatches"] == 0 for r in rows)
     assert_groups_are_not_repeats(rows)
+    assert [r["token_ids"] for r in rows] != [r["token_ids"] for r in trajectories]  # seed 1
 
 
 def assert_groups_are_not_repeats(rows: list[dict]) -> None:
@@ -174,7 +207,6 @@ def assert_groups_are_not_repeats(rows: list[dict]) -> None:
 
 @pytest.mark.docker
 def test_a_missing_docker_image_fails_the_stage_before_any_episode(lake, model_dir, docker_client):
-    import dataclasses
 
     from swerl.agent.rollout import check_images
     from swerl.sandbox import SandboxError

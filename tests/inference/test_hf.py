@@ -69,6 +69,27 @@ def test_same_seed_same_samples(model_dir):
     assert a[0].token_ids == b[0].token_ids
 
 
+def test_a_seeded_request_draws_the_same_tokens_in_any_batch(model_dir):
+    """A request's own seed makes its sample independent of the batch it lands in (other rows,
+    its position, the generator's seed, a cached prefix) - what makes rollouts reproducible."""
+    p = SamplingParams(max_tokens=12, seed=42)
+    alone = HFGenerator(model_dir, seed=0).generate([[5, 6, 7]], [p])[0]
+    gen = HFGenerator(model_dir, seed=9)
+    prompts = [[8, 9], [10, 11, 12, 13], [5, 6, 7]]
+    others = [SamplingParams(max_tokens=20), SamplingParams(max_tokens=5, seed=1)]
+    for _ in range(2):  # the second time its prompt's keys and values come from the cache
+        batched = gen.generate(prompts, [*others, p])[2]
+        assert batched.token_ids == alone.token_ids
+        assert batched.logprobs == pytest.approx(alone.logprobs, abs=1e-5)
+    # a shorter cap draws a prefix of the same stream; another seed, other tokens
+    short = gen.generate([[5, 6, 7]], [SamplingParams(max_tokens=5, seed=42)])[0]
+    assert short.token_ids == alone.token_ids[:5]
+    other = gen.generate([[5, 6, 7]], [SamplingParams(max_tokens=12, seed=43)])[0]
+    assert other.token_ids != alone.token_ids
+    with pytest.raises(ValueError, match="seed must be in"):
+        SamplingParams(seed=-1)
+
+
 def test_bad_inputs(model_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a Hugging Face model directory"):
         HFGenerator(tmp_path)
@@ -135,7 +156,9 @@ def test_sampling_draws_from_the_distribution_and_never_a_token_without_mass():
 
     probs = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
     logp = probs.log().expand(20000, -1).contiguous()
-    drawn = _sample(logp, torch.Generator().manual_seed(0))[:, 0]
+    drawn = _sample(logp, torch.rand((20000, 1), generator=torch.Generator().manual_seed(0)))[:, 0]
     counts = torch.bincount(drawn, minlength=5).float() / len(drawn)
     assert counts[1] == counts[4] == 0
     assert torch.allclose(counts, probs, atol=0.015)
+    edge = torch.tensor([[0.0], [0.5], [0.8], [1.0 - 1e-9]])  # CDF bounds: a token with mass
+    assert _sample(probs.log().expand(4, -1).contiguous(), edge)[:, 0].tolist() == [0, 2, 3, 3]

@@ -65,6 +65,12 @@ def test_engine_samples_pinned_and_logprobs_match(model_dir):
     for prompt, out in zip(prompts, outs, strict=True):
         expected = forward_logprobs(model_dir, prompt, out.token_ids)
         assert max(abs(a - b) for a, b in zip(out.logprobs, expected, strict=True)) < 1e-2
+    # a seeded request samples the same tokens alone and inside a batch of others
+    seeded = SamplingParams(max_tokens=16, seed=42)
+    assert to_vllm(seeded).seed == 42
+    alone = gen.generate([[5, 6, 7]], [seeded])[0]
+    batched = gen.generate([[8, 9], [5, 6, 7], [10]], [p, seeded, p])[1]
+    assert batched.token_ids == alone.token_ids
 
 
 def start_server(model_dir, port: int, log, *extra: str, env: dict | None = None):

@@ -48,6 +48,7 @@ def server(model_dir):
                 repetition_penalty=body["repetition_penalty"],
                 max_tokens=body["max_tokens"],
                 stop_token_ids=tuple(body["stop_token_ids"]),
+                seed=body.get("seed"),
             )
             with lock:
                 out = gen.generate([body["prompt"]], [p])[0]
@@ -91,6 +92,10 @@ def test_token_ids_and_logprobs_round_trip_and_match_the_model(server, model_dir
     body = seen[-1]  # every knob is sent explicitly, top_k off as -1
     assert body["top_k"] == -1 and body["min_p"] == 0.0 and body["repetition_penalty"] == 1.0
     assert body["return_token_ids"] and body["logprobs"] == 1 and isinstance(body["prompt"], list)
+    assert "seed" not in body  # unseeded: the server's own stream
+    seeded = [SamplingParams(max_tokens=8, seed=5)] * 2
+    first, again = client.generate([[5, 6, 7], [5, 6, 7]], seeded)
+    assert seen[-1]["seed"] == 5 and first.token_ids == again.token_ids
 
 
 def test_connection_errors_are_retried_then_reported():
