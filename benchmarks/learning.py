@@ -151,6 +151,10 @@ class Settings:
     rft_samples: int = 4
     rft_epochs: float = 1.0
     rft_lr: float = 5e-4
+    rft_min_reward: float = 1.0
+    """RFT keeps the resolved trajectories with at least this reward (`RFTConfig.min_reward`;
+    -inf: every resolved one). 1.0: the successes within the turn threshold, so the base's late
+    fixes after a look around do not teach RFT the habit."""
     # DAPO
     iterations: int = 6
     """DAPO iterations. From run r's RFT policy: 4 iterations 0.191, 6 iterations 0.203 held out
@@ -642,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         rft_cfg = RFTConfig(
             epochs=s.rft_epochs, lr=s.rft_lr, batch_size=s.sft_batch, warmup_steps=2,
             weight_decay=0.0, seed=s.seed,
+            min_reward=None if math.isinf(s.rft_min_reward) else s.rft_min_reward,
         )  # fmt: skip
         train_threads()
         rft = clock.run(

@@ -40,6 +40,7 @@ def train_rft(
     micro_batch_size: int | None = None,
     max_length: int | None = None,
     max_per_task: int | None = None,
+    min_reward: float | None = None,
     bf16: bool | None = None,
     gradient_checkpointing: bool | None = None,
     seed: int | None = None,

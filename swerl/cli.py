@@ -590,6 +590,10 @@ def train_rft_command(
     micro_batch_size: Annotated[int, typer.Option(help="Trajectories per forward/backward.")] = 1,
     max_length: Annotated[int, typer.Option(help="Longer trajectories are dropped.")] = 65536,
     max_per_task: Annotated[int | None, typer.Option(help="Cap per task (default: all).")] = None,
+    min_reward: Annotated[
+        float | None,
+        typer.Option(help="Keep trajectories with at least this reward (1.0: no turn penalty)."),
+    ] = None,
     bf16: Annotated[bool, typer.Option(help="bfloat16 mixed precision (GPU).")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the data order.")] = 0,
@@ -609,6 +613,7 @@ def train_rft_command(
             micro_batch_size=micro_batch_size,
             max_length=max_length,
             max_per_task=max_per_task,
+            min_reward=min_reward,
             bf16=bf16,
             gradient_checkpointing=gradient_checkpointing,
             seed=seed,

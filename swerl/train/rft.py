@@ -70,6 +70,10 @@ class RFTConfig:
     """Longest trajectory (tokens) kept; longer ones are dropped, not truncated."""
     max_per_task: int | None = None
     """Cap of kept trajectories per task (None: all resolved ones)."""
+    min_reward: float | None = None
+    """Keep only trajectories whose reward is at least this (None: no bound). With the turn
+    penalty in the reward, 1.0 keeps the successes that stayed within the turn threshold: the
+    slow ones, which a policy's bad habits lengthen, are rejected too."""
     resolved_only: bool = True
     """Keep only resolved trajectories (rejection fine-tuning). False: keep every trajectory
     given, resolved or not (behaviour cloning of demonstrations that include scripted failures,
@@ -144,6 +148,22 @@ def rft_examples(
         raise RFTDataError(f"{source}: no trajectories")
     kept = resolved if config.resolved_only else trajectories
     rows = sorted(kept.to_pylist(), key=lambda r: (r["instance_id"], r["trajectory_id"]))
+    counts["below_min_reward"] = 0
+    if config.min_reward is not None:
+        unscored = [r["trajectory_id"] for r in rows if r["reward"] is None]
+        if unscored:
+            raise RFTDataError(
+                f"{source}: min_reward {config.min_reward} needs rewards, but {len(unscored)} "
+                f"kept trajectories have none, e.g. {unscored[:3]}"
+            )
+        below = [r for r in rows if r["reward"] < config.min_reward]
+        counts["below_min_reward"] = len(below)
+        rows = [r for r in rows if r["reward"] >= config.min_reward]
+        if not rows:
+            raise RFTDataError(
+                f"{source}: no kept trajectory has reward >= min_reward {config.min_reward} "
+                f"({len(below)} below it)"
+            )
     for column in ("token_ids", "loss_mask"):
         missing = [r["trajectory_id"] for r in rows if r[column] is None]
         if missing:

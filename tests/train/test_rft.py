@@ -77,6 +77,17 @@ def test_examples_keep_resolved_and_mask_format_error_turns(rows):
     capped = rft_examples(table, turns, replace(CONFIG, max_per_task=1), "test")
     assert len(capped.trajectory_ids) == 3 and capped.counts["capped"] == 1
 
+    # min_reward rejects slow successes too: t2's success scores 0.75 (turn penalty)
+    slow = [dict(r, reward=0.75) if r["trajectory_id"] == "rft/0/t2/0" else r for r in rows]
+    quick = rft_examples(pa.Table.from_pylist(slow), turns, replace(CONFIG, min_reward=1.0), "t")
+    assert "rft/0/t2/0" not in quick.trajectory_ids and quick.counts["below_min_reward"] == 1
+    assert len(quick.trajectory_ids) == 3
+    with pytest.raises(RFTDataError, match="no kept trajectory has reward >= min_reward 2.0"):
+        rft_examples(table, turns, replace(CONFIG, min_reward=2.0), "test")
+    unscored = pa.Table.from_pylist([dict(r, reward=None) for r in rows])
+    with pytest.raises(RFTDataError, match="test: min_reward 1.0 needs rewards.*4 kept"):
+        rft_examples(unscored, turns, replace(CONFIG, min_reward=1.0), "test")
+
     with pytest.raises(
         RFTDataError, match="test: trajectory rft/0/t1/0 has 1 format error.*no turns"
     ):
