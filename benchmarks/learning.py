@@ -15,7 +15,7 @@ the same lake reuses every finished stage by its fingerprint):
    around, `DITHER`, until the turns run out or, with `dither_stop` after each look, fix the bug
    late); the other train tasks are the RL pool, tasks the base never saw;
 3. RFT: `rollout` of the base policy on `rft_tasks` of the RL pool, `train_rft` on its resolved
-   trajectories;
+   trajectories with reward >= `rft_min_reward` (1.0: the successes within the turn threshold);
 4. DAPO: iterations of `rollout` (`dapo_tasks` fresh RL-pool tasks x `group`) and
    `update_policy` (turn penalty, clip-higher, zero-advantage filtering, and `drop_unsolved`:
    groups with no success are dropped too), starting from the RFT policy;
