@@ -239,9 +239,15 @@ class _TextPath:
         self.transcript.messages.append({"role": "user", "content": text})
 
 
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from `parts` (a SamplingParams seed: vLLM's and torch's range)."""
+    text = "/".join(map(str, parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8]) >> 1
+
+
 def turn_seed(seed: int, turn: int) -> int:
     """The sampling seed of turn `turn` (from 0) of the episode seeded `seed`."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{turn}".encode()).digest()[:8]) >> 1
+    return derive_seed(seed, turn)
 
 
 def _play(

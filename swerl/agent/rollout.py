@@ -40,6 +40,7 @@ from swerl.agent.chat import ChatFormat, Transcript
 from swerl.agent.episode import (
     EpisodeConfig,
     TextTranscript,
+    derive_seed,
     run_episode,
     run_text_episode,
     score_episode,
@@ -661,8 +662,7 @@ def generator_seed(seed: int, shard: int | None, resumed: int) -> int:
 def episode_seed(seed: int, instance_id: str, sample: int) -> int:
     """The seed of episode (`instance_id`, `sample`) of a stage seeded `seed`: a group's samples
     differ, and the same stage run again, resumed or sharded draws the same numbers for it."""
-    digest = hashlib.sha256(f"{seed}/{instance_id}/{sample}".encode()).digest()
-    return int.from_bytes(digest[:8]) >> 1
+    return derive_seed(seed, instance_id, sample)
 
 
 def check_images(tasks: list[Task]) -> None:
