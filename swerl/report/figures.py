@@ -315,7 +315,7 @@ def training_curves(run: Run) -> Section:
                 "clip low %": _fmt(_pct(_mean([r["clip_frac_low"] for r in g])), 2),
                 "clip high %": _fmt(_pct(_mean([r["clip_frac_high"] for r in g])), 2),
                 "entropy": _fmt(_mean([r["entropy"] for r in g]), 3),
-                "sampler gap": _fmt(_mean([r["sampler_gap_abs"] for r in g]), 4),
+                "sampler gap": _sci(_mean([r["sampler_gap_abs"] for r in g])),
                 "sampler KL": _sci(_mean([r["sampler_kl"] for r in g])),
             }
         )
