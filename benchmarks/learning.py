@@ -789,6 +789,7 @@ def plot_table(table: dict, attempts: int, path: Path) -> None:
         top = v + err[i] if pk[i] - (v + err[i]) > 0.03 else max(v + err[i], pk[i])
         left.text(i, top + 0.005, f"{v:.3f}", ha="center", va="bottom", fontsize=9)
     left.set_xticks(x, names)
+    left.set_ylim(0, max([*pk, *(v + e for v, e in zip(p1, err, strict=True))]) * 1.15 + 0.01)
     left.set_ylabel("held-out Pass@1 (bars: +- 2 SEM)")
     left.set_title("Learning benchmark: toy-SWE eval split")
     left.legend(loc="upper left")
