@@ -39,8 +39,11 @@ that led here):
   pretraining cannot copy names it never saw), and a copying warm-up of the untrained model;
 - RFT and DAPO attempt only tasks without a demonstration (on its SFT tasks the base recites
   memorised fixes), and DAPO trains each iteration on fresh tasks;
-- the scripted habit is what RFT and DAPO can remove: the base's failures otherwise were all
-  incompetence (a miscopied SEARCH), which a few thousand samples do not fix.
+- the scripted habit gives DAPO what RFT cannot see: a third of the base's successes are late
+  fixes after a look around, so RFT on every success keeps the habit (and learns the fix and
+  the submit), while DAPO's turn penalty ranks a quick fix above a late one and removes it.
+  Without a habit the base's failures were all incompetence (a miscopied SEARCH), which a few
+  thousand samples do not fix.
 """
 
 from __future__ import annotations
